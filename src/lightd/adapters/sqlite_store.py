@@ -1,0 +1,108 @@
+"""The pool in an embedded SQLite file (WAL, synchronous=FULL).
+
+The store is deliberately synchronous and small: lightd calls it from one dedicated thread, and
+the group commit that batches concurrent requests lives above it (``lightd.service.committer``),
+so a PostgreSQL store only has to implement the same four methods.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from pathlib import Path
+
+from lightd.core.changes import Change, DeletePort, PutPort
+from lightd.core.entry import Entry
+from lightd.errors import StorageError
+
+__all__ = ["SqliteStore"]
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ports (
+    ip        TEXT    NOT NULL,
+    port      INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+    protocol  TEXT    NOT NULL CHECK (protocol IN ('tcp', 'udp')),
+    in_use    INTEGER NOT NULL DEFAULT 0 CHECK (in_use IN (0, 1)),
+    container TEXT,
+    note      TEXT,
+    PRIMARY KEY (ip, port, protocol)
+) WITHOUT ROWID;
+"""
+
+PUT_SQL = (
+    "INSERT OR REPLACE INTO ports (ip, port, protocol, in_use, container, note) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+DELETE_SQL = "DELETE FROM ports WHERE ip = ? AND port = ? AND protocol = ?"
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self.created = False
+
+    def open(self) -> None:
+        """Open (creating if needed) the database; ``created`` tells whether it is new."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.created = not self.path.exists()
+            # Used from the committer's thread after being opened on the main one; never at once.
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"database {self.path} was written by a newer lightd (schema {version})"
+                )
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {self.path}: {exc}") from exc
+        self._db = db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError("the store is not open")
+        return self._db
+
+    def load_entries(self) -> list[Entry]:
+        rows = self.db.execute(
+            "SELECT ip, port, protocol, in_use, container, note FROM ports"
+        ).fetchall()
+        return [Entry(ip, port, proto, bool(used), holder, note) for ip, port, proto, used, holder,
+                note in rows]
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Apply every change in one transaction: all of them are durable, or none."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for kind, run in groupby(changes, key=type):
+                if kind is PutPort:
+                    db.executemany(PUT_SQL, run)
+                elif kind is DeletePort:
+                    db.executemany(DELETE_SQL, run)
+                else:  # pragma: no cover - a programming error, not a runtime condition
+                    raise TypeError(f"unknown change {kind!r}")
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"could not save the change: {exc}") from exc
+            raise
+
+    def add_initial(self, entries: Iterable[Entry]) -> None:
+        self.apply([PutPort(e.ip, e.port, e.protocol, e.in_use, e.container, e.note)
+                    for e in entries])
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

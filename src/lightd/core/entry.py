@@ -1,0 +1,152 @@
+"""A pool entry and the parsing rules for its fields.
+
+An entry is identified by ``(ip, port, protocol)``. The ip is kept in the canonical text form of the
+``ipaddress`` module, so ``::0`` and ``::`` name the same entry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from lightd.errors import InvalidInput
+
+__all__ = [
+    "PROTOCOLS",
+    "Entry",
+    "Key",
+    "canonical_ip",
+    "is_wildcard",
+    "parse_in_use",
+    "parse_ip",
+    "parse_port",
+    "parse_protocol",
+]
+
+Key = tuple[str, int, str]
+PROTOCOLS = ("tcp", "udp")
+WILDCARDS = {4: "0.0.0.0", 6: "::"}
+
+
+def parse_ip(value: Any, field: str = "ip") -> str:
+    """Return the canonical text of an IPv4 or IPv6 address, or raise InvalidInput."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string holding an IPv4 or IPv6 address")
+    if "%" in value:
+        raise InvalidInput(f"{field} must not carry an IPv6 zone (got {value!r})")
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise InvalidInput(f"{field} is not a valid IPv4 or IPv6 address: {value!r}") from None
+
+
+def canonical_ip(value: str) -> str:
+    """Canonical form of an address already known to be valid."""
+    return str(ipaddress.ip_address(value))
+
+
+def parse_port(value: Any, field: str = "port") -> int:
+    """Accept a JSON integer 1..65535; not a string, not a bool, not a float."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{field} must be an integer from 1 to 65535")
+    if not 1 <= value <= 65535:
+        raise InvalidInput(f"{field} must be an integer from 1 to 65535 (got {value})")
+    return value
+
+
+def parse_path_port(value: str, field: str = "port") -> int:
+    """A port given as text in a URL path."""
+    if not value.isascii() or not value.isdigit():
+        raise InvalidInput(f"{field} must be an integer from 1 to 65535 (got {value!r})")
+    return parse_port(int(value), field)
+
+
+def parse_protocol(value: Any, field: str = "protocol") -> str:
+    """``tcp`` or ``udp``, any case on input, lowercase out."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in PROTOCOLS:
+            return lowered
+    raise InvalidInput(f"{field} must be \"tcp\" or \"udp\" (got {value!r})")
+
+
+def parse_in_use(value: Any, field: str = "in_use") -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{field} must be true or false")
+    return value
+
+
+def family_of(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+def is_wildcard(ip: str) -> bool:
+    return ip in ("0.0.0.0", "::")
+
+
+class Entry:
+    """One (ip, port, protocol) of the pool and who holds it.
+
+    ``container`` names the container that holds the port (its ``internal_id``); a port can also be
+    in use with no container, when a client marked it by hand.
+    """
+
+    __slots__ = ("container", "family", "in_use", "ip", "note", "port", "protocol", "wildcard")
+
+    def __init__(
+        self,
+        ip: str,
+        port: int,
+        protocol: str,
+        in_use: bool = False,
+        container: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        self.ip = ip
+        self.port = port
+        self.protocol = protocol
+        self.in_use = in_use
+        self.container = container
+        self.note = note
+        self.family = family_of(ip)
+        self.wildcard = is_wildcard(ip)
+
+    @property
+    def key(self) -> Key:
+        return (self.ip, self.port, self.protocol)
+
+    @property
+    def slot(self) -> tuple[int, int, str]:
+        """Entries of one slot compete for the same kernel binding when one is a wildcard."""
+        return (self.family, self.port, self.protocol)
+
+    def sort_key(self) -> tuple[int, int, int, str]:
+        return (self.family, int(ipaddress.ip_address(self.ip)), self.port, self.protocol)
+
+    def label(self) -> str:
+        host = f"[{self.ip}]" if self.family == 6 else self.ip
+        return f"{host}:{self.port}/{self.protocol}"
+
+    def copy(self) -> Entry:
+        return Entry(self.ip, self.port, self.protocol, self.in_use, self.container, self.note)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return (self.key, self.in_use, self.container, self.note) == (
+            other.key,
+            other.in_use,
+            other.container,
+            other.note,
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        held = f" held by {self.container}" if self.container else ""
+        return f"Entry({self.label()} in_use={self.in_use}{held})"
+
+
+def wildcard_of(family: int) -> str:
+    return WILDCARDS[family]

@@ -1,0 +1,186 @@
+"""The pool: every entry, and an index of the available ones.
+
+Rules (CONTRACT.md, "Availability"): an entry is available when it is not in use and no
+conflicting entry is in use. Two entries of one port and protocol conflict when one of them is the
+wildcard of its family (0.0.0.0 for IPv4, :: for IPv6): the kernel will not bind both at once.
+
+Entries that compete for one kernel binding share a *slot* ``(family, port, protocol)``. A slot has
+one entry in the common case and a handful at most, so re-deciding the availability of a slot's
+entries after a change is cheap. Available entries sit in one RandomSet per ``(ip, protocol)``
+group, so ``random`` costs O(groups), not O(entries).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from lightd.core.entry import Entry, Key, wildcard_of
+from lightd.core.randomset import RandomSet
+from lightd.errors import AlreadyExists, Ambiguous, PortNotFound
+
+__all__ = ["Pool"]
+
+Slot = tuple[int, int, str]
+Group = tuple[str, str]
+
+
+class Pool:
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        self._entries: dict[Key, Entry] = {}
+        self._slots: dict[Slot, list[Entry]] = {}
+        self._available: dict[Group, RandomSet[Key]] = {}
+        self._sorted: list[Entry] | None = None
+        for entry in entries:
+            self.add(entry)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def get(self, key: Key) -> Entry | None:
+        return self._entries.get(key)
+
+    def resolve(self, ip: str, port: int, protocol: str | None) -> Entry:
+        """The entry a path ``/{ip}/{port}[?protocol=]`` names; never a guess between tcp and udp."""
+        if protocol is not None:
+            entry = self._entries.get((ip, port, protocol))
+            if entry is None:
+                raise PortNotFound(ip=ip, port=port, protocol=protocol)
+            return entry
+        tcp = self._entries.get((ip, port, "tcp"))
+        udp = self._entries.get((ip, port, "udp"))
+        if tcp is not None and udp is not None:
+            raise Ambiguous(
+                f"{ip}:{port} exists for both tcp and udp; add ?protocol=tcp or ?protocol=udp",
+                choices=["tcp", "udp"],
+            )
+        entry = tcp or udp
+        if entry is None:
+            raise PortNotFound(ip=ip, port=port)
+        return entry
+
+    def entries(self) -> list[Entry]:
+        """Every entry, sorted by ip (numerically, IPv4 first), port, protocol."""
+        if self._sorted is None:
+            self._sorted = sorted(self._entries.values(), key=Entry.sort_key)
+        return self._sorted
+
+    def is_available(self, entry: Entry) -> bool:
+        return entry.key in self._available.get((entry.ip, entry.protocol), ())
+
+    def available_count(self) -> int:
+        return sum(len(group) for group in self._available.values())
+
+    def blockers(self, entry: Entry) -> list[Entry]:
+        """In-use entries of other ips that keep ``entry`` from being bound."""
+        return [
+            other
+            for other in self._slots.get(entry.slot, ())
+            if other is not entry and other.in_use and (other.wildcard or entry.wildcard)
+        ]
+
+    def random(
+        self,
+        rng: random.Random,
+        ip: str | None = None,
+        protocol: str | None = None,
+        exclude: set[Key] | None = None,
+    ) -> Entry | None:
+        """A uniformly chosen available entry, or None. Changes nothing."""
+        groups = [
+            members
+            for (group_ip, group_protocol), members in self._available.items()
+            if members
+            and (ip is None or group_ip == ip)
+            and (protocol is None or group_protocol == protocol)
+        ]
+        total = sum(len(members) for members in groups)
+        if not exclude:
+            if total == 0:
+                return None
+            position = rng.randrange(total)
+            for members in groups:
+                if position < len(members):
+                    return self._entries[members.at(position)]
+                position -= len(members)
+        # A caller that skips entries (e.g. bound on the host) draws again a bounded number of
+        # times, then falls back to a scan so the answer is still exact.
+        for _ in range(min(total, 32)):
+            position = rng.randrange(total)
+            for members in groups:
+                if position < len(members):
+                    key = members.at(position)
+                    if exclude is None or key not in exclude:
+                        return self._entries[key]
+                    break
+                position -= len(members)
+        for members in groups:
+            for key in members:
+                if exclude is None or key not in exclude:
+                    return self._entries[key]
+        return None
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def add(self, entry: Entry) -> None:
+        key = entry.key
+        if key in self._entries:
+            raise AlreadyExists(ip=entry.ip, port=entry.port, protocol=entry.protocol)
+        self._entries[key] = entry
+        self._slots.setdefault(entry.slot, []).append(entry)
+        self._available.setdefault((entry.ip, entry.protocol), RandomSet())
+        self._sorted = None
+        self._refresh(entry.slot)
+
+    def remove(self, key: Key) -> Entry:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            raise PortNotFound(ip=key[0], port=key[1], protocol=key[2])
+        members = self._slots[entry.slot]
+        members.remove(entry)
+        # Groups are never dropped: there are only as many as ips times protocols.
+        self._available[(entry.ip, entry.protocol)].discard(key)
+        if members:
+            self._refresh(entry.slot)
+        else:
+            del self._slots[entry.slot]
+        self._sorted = None
+        return entry
+
+    def set_in_use(self, entry: Entry, in_use: bool, container: str | None = None) -> bool:
+        """Mark ``entry`` (which must belong to the pool); return whether anything changed."""
+        holder = container if in_use else None
+        if entry.in_use == in_use and entry.container == holder:
+            return False
+        entry.in_use = in_use
+        entry.container = holder
+        self._refresh(entry.slot)
+        return True
+
+    def set_note(self, entry: Entry, note: str | None) -> None:
+        entry.note = note
+
+    def _refresh(self, slot: Slot) -> None:
+        members = self._slots[slot]
+        if len(members) == 1:
+            only = members[0]
+            self._mark(only, not only.in_use)
+            return
+        wildcard = self._entries.get((wildcard_of(slot[0]), slot[1], slot[2]))
+        wildcard_used = wildcard is not None and wildcard.in_use
+        specific_used = any(m.in_use for m in members if not m.wildcard)
+        for member in members:
+            blocked = specific_used if member.wildcard else wildcard_used
+            self._mark(member, not member.in_use and not blocked)
+
+    def _mark(self, entry: Entry, available: bool) -> None:
+        group = self._available[(entry.ip, entry.protocol)]
+        if available:
+            group.add(entry.key)
+        else:
+            group.discard(entry.key)

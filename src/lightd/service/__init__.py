@@ -1,0 +1,1 @@
+"""Use cases of lightd, written against small Protocols for what they need."""

@@ -1,0 +1,206 @@
+"""The seed's use cases on the pool: add, get, list, random, use, delete, bulk delete.
+
+Every handler decides and changes the in-memory pool without yielding to other tasks, so two
+requests can never both take the same port; then it waits for the change to be durable before
+returning. Side effects that may fail (the firewall) happen in between, and a failure undoes the
+in-memory change before anything is saved.
+"""
+
+from __future__ import annotations
+
+import random
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from lightd.core.changes import Change, DeletePort, put_port
+from lightd.core.entry import Entry, Key
+from lightd.core.pool import Pool
+from lightd.errors import (
+    Ambiguous,
+    Conflict,
+    LightdError,
+    NoAvailablePorts,
+    NotFound,
+    StorageError,
+)
+from lightd.service.committer import Committer
+from lightd.service.ports import Firewall, NoFirewall, Store
+
+__all__ = ["BulkDeleteResult", "PoolService"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BulkDeleteResult:
+    deleted: list[Entry] = field(default_factory=list)
+    not_found: list[dict[str, object]] = field(default_factory=list)
+    skipped: list[Entry] = field(default_factory=list)
+
+
+class PoolService:
+    def __init__(
+        self,
+        store: Store,
+        firewall: Firewall | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.firewall: Firewall = firewall or NoFirewall()
+        self.rng = rng or random.SystemRandom()
+        self.pool = Pool()
+        self.committer: Committer | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Build the in-memory pool from the store (at start-up, and after a failed commit)."""
+        self.pool = Pool(self.store.load_entries())
+
+    def start(self) -> None:
+        self.committer = Committer(self.store.apply, on_failure=self.load)
+        self.committer.start()
+
+    async def stop(self) -> None:
+        if self.committer is not None:
+            await self.committer.close()
+
+    async def _save(self, changes: Sequence[Change]) -> None:
+        assert self.committer is not None, "PoolService.start() was not called"
+        await self.committer.submit(changes)
+
+    async def _settled(self) -> None:
+        if self.committer is not None:
+            await self.committer.barrier()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get(self, ip: str, port: int, protocol: str | None) -> Entry:
+        await self._settled()
+        return self.pool.resolve(ip, port, protocol)
+
+    async def list(self) -> list[Entry]:
+        await self._settled()
+        return self.pool.entries()
+
+    async def random(self, ip: str | None = None, protocol: str | None = None) -> Entry:
+        await self._settled()
+        entry = self.pool.random(self.rng, ip=ip, protocol=protocol)
+        if entry is None:
+            raise NoAvailablePorts()
+        return entry
+
+    # -- changing ----------------------------------------------------------------------------
+
+    async def add(self, ip: str, port: int, protocol: str, note: str | None = None) -> Entry:
+        entry = Entry(ip, port, protocol, note=note)
+        self.pool.add(entry)  # raises AlreadyExists before anything else happens
+        try:
+            await self.firewall.open([entry])
+        except BaseException:
+            self.pool.remove(entry.key)
+            raise
+        try:
+            await self._save([put_port(entry)])
+        except StorageError:
+            await self._undo_firewall(self.firewall.close, [entry])
+            raise
+        return entry
+
+    async def set_use(
+        self, ip: str, port: int, protocol: str | None, in_use: bool
+    ) -> tuple[Entry, bool]:
+        """Mark an entry in use or free; return it and whether this call changed it."""
+        entry = self.pool.resolve(ip, port, protocol)
+        if in_use and not entry.in_use:
+            blockers = self.pool.blockers(entry)
+            if blockers:
+                names = ", ".join(b.label() for b in blockers)
+                raise Conflict(
+                    f"{entry.label()} cannot be marked in use: it conflicts with {names}, "
+                    "which is in use",
+                    conflicts_with=[b.label() for b in blockers],
+                )
+        if not in_use:
+            self._refuse_if_held(entry)
+        if not self.pool.set_in_use(entry, in_use):
+            await self._settled()
+            return entry, False
+        await self._save([put_port(entry)])
+        return entry, True
+
+    async def delete(self, ip: str, port: int, protocol: str | None) -> Entry:
+        entry = self.pool.resolve(ip, port, protocol)
+        self._refuse_if_held(entry)
+        self.pool.remove(entry.key)
+        try:
+            await self.firewall.close([entry])
+        except BaseException:
+            self.pool.add(entry)
+            raise
+        try:
+            await self._save([DeletePort(*entry.key)])
+        except StorageError:
+            await self._undo_firewall(self.firewall.open, [entry])
+            raise
+        return entry
+
+    async def bulk_delete(self, items: Iterable[tuple[str, int, str | None]]) -> BulkDeleteResult:
+        """Delete many entries in one transaction; missing ones and held ones are reported."""
+        result = BulkDeleteResult()
+        chosen: dict[Key, Entry] = {}
+        for ip, port, protocol in items:
+            try:
+                entry = self.pool.resolve(ip, port, protocol)
+            except Ambiguous as exc:
+                raise Ambiguous(f"Nothing was deleted: {exc.message}", **exc.details) from None
+            except NotFound:
+                item: dict[str, object] = {"ip": ip, "port": port}
+                if protocol is not None:
+                    item["protocol"] = protocol
+                if item not in result.not_found:
+                    result.not_found.append(item)
+                continue
+            if entry.container is not None:
+                if entry not in result.skipped:
+                    result.skipped.append(entry)
+                continue
+            chosen[entry.key] = entry
+        result.deleted = list(chosen.values())
+        if not result.deleted:
+            await self._settled()
+            return result
+        for entry in result.deleted:
+            self.pool.remove(entry.key)
+        try:
+            await self.firewall.close(result.deleted)
+        except BaseException:
+            for entry in result.deleted:
+                self.pool.add(entry)
+            raise
+        try:
+            await self._save([DeletePort(*e.key) for e in result.deleted])
+        except StorageError:
+            await self._undo_firewall(self.firewall.open, result.deleted)
+            raise
+        return result
+
+    @staticmethod
+    async def _undo_firewall(
+        action: Callable[[Sequence[Entry]], Awaitable[None]], entries: Sequence[Entry]
+    ) -> None:
+        """Put the firewall back after the store refused a change; reconcile mends the rest."""
+        try:
+            await action(entries)
+        except LightdError as exc:
+            log.error("firewall left out of step with the pool until reconcile: %s", exc)
+
+    @staticmethod
+    def _refuse_if_held(entry: Entry) -> None:
+        if entry.container is not None:
+            raise Conflict(
+                f"{entry.label()} is held by container {entry.container}; delete or rebind "
+                "that container to free it",
+                container=entry.container,
+            )

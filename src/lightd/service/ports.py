@@ -1,0 +1,62 @@
+"""What the use cases need from the outside world, as small Protocols.
+
+Adapters satisfy these structurally; the service never imports an adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from lightd.core.changes import Change
+from lightd.core.entry import Entry
+
+__all__ = ["Firewall", "NoFirewall", "Store"]
+
+
+class Store(Protocol):
+    """Durable storage of the pool. Called from one thread at a time."""
+
+    created: bool
+
+    def open(self) -> None: ...
+
+    def load_entries(self) -> list[Entry]: ...
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Apply all changes in one transaction, durably, or raise StorageError and apply none."""
+
+    def close(self) -> None: ...
+
+
+class Firewall(Protocol):
+    """Keeps host firewall rules in step with the pool."""
+
+    async def open(self, entries: Sequence[Entry]) -> None:
+        """Open every entry, all or nothing; raise Unavailable on failure."""
+
+    async def close(self, entries: Sequence[Entry]) -> None:
+        """Close every entry, all or nothing; raise Unavailable on failure."""
+
+    async def reconcile(self, entries: Sequence[Entry]) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class NoFirewall:
+    """The firewall when lightd manages none: every call succeeds and changes nothing."""
+
+    def __init__(self, reason: str = "turned off") -> None:
+        self.reason = reason
+
+    async def open(self, entries: Sequence[Entry]) -> None:
+        return None
+
+    async def close(self, entries: Sequence[Entry]) -> None:
+        return None
+
+    async def reconcile(self, entries: Sequence[Entry]) -> dict[str, Any]:
+        return {"added": 0, "removed": 0}
+
+    def status(self) -> dict[str, Any]:
+        return {"enabled": False, "reason": self.reason}
