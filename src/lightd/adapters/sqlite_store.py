@@ -47,7 +47,7 @@ class SqliteStore:
     def open(self) -> None:
         """Open (creating if needed) the database; ``created`` tells whether it is new."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.created = not self.path.exists()
             # Used from the committer's thread after being opened on the main one; never at once.
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -1,0 +1,87 @@
+"""The FastAPI app factory. The daemon object it serves is built by ``lightd.bootstrap``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.responses import Response
+
+from lightd import __version__
+from lightd.api.errors import install_error_handlers
+from lightd.api.middleware import GuardMiddleware
+from lightd.api.responses import json_response
+from lightd.api.routes_pool import pool_router
+from lightd.service.pool_service import PoolService
+
+__all__ = ["Daemon", "create_app"]
+
+
+class Daemon(Protocol):
+    """What the app needs from the composition root."""
+
+    token: str
+    pool: PoolService
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def create_app(daemon: Daemon) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await daemon.start()
+        try:
+            yield
+        finally:
+            await daemon.stop()
+
+    app = FastAPI(
+        title="lightd",
+        version=__version__,
+        description=(
+            "Owns the host's pool of network ports. Every route except ping and the docs needs "
+            "`Authorization: Bearer lightd_<token>` and `Accept: Application/vnd.pkglatv1+json`."
+        ),
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.get("/api/v1/public/ping", tags=["health"], summary="Health check, no token needed")
+    async def ping() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/api/v1/status", tags=["health"], summary="What lightd runs with, and why")
+    async def status() -> Response:
+        return json_response(daemon.status())
+
+    app.include_router(pool_router(daemon.pool))
+    _document_security(app)
+    app.add_middleware(GuardMiddleware, token=daemon.token)
+    return app
+
+
+def _document_security(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith("/api/v1/public/"):
+                    continue
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+

@@ -1,0 +1,110 @@
+"""The seed's endpoints under /network/ports: validate, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from lightd.api.responses import json_response
+from lightd.api.schemas import AddPort, BulkDelete, EntryOut, SetUse, entry_out
+from lightd.core.entry import parse_ip, parse_path_port, parse_protocol
+from lightd.errors import NoAvailablePorts, NotFound
+from lightd.service.pool_service import PoolService
+
+__all__ = ["pool_router"]
+
+ProtocolQuery = Annotated[
+    str | None,
+    Query(description="tcp or udp; needed only when the ip:port exists for both"),
+]
+
+
+def _entry_args(ip: str, port: str, protocol: str | None) -> tuple[str, int, str | None]:
+    return (
+        parse_ip(ip),
+        parse_path_port(port),
+        None if protocol is None else parse_protocol(protocol),
+    )
+
+
+def pool_router(service: PoolService) -> APIRouter:
+    router = APIRouter(prefix="/network/ports", tags=["pool"])
+
+    @router.post("", status_code=201, summary="Add a port to the pool")
+    async def add_port(body: AddPort) -> Response:
+        entry = await service.add(body.ip, body.port, body.protocol, body.note)
+        return json_response(
+            {
+                "message": "Port added to pool",
+                "ip": entry.ip,
+                "port": entry.port,
+                "protocol": entry.protocol,
+                "note": entry.note,
+            },
+            201,
+        )
+
+    @router.get("", summary="List all ports in the pool")
+    async def list_ports() -> Response:
+        entries = await service.list()
+        return json_response({"ports": [entry_out(e) for e in entries]})
+
+    @router.get(
+        "/random",
+        response_model=EntryOut,
+        summary="A random available port; does not mark it in use",
+    )
+    async def random_port(
+        ip: Annotated[str | None, Query()] = None, protocol: ProtocolQuery = None
+    ) -> Response:
+        wanted_ip = None if ip is None else parse_ip(ip)
+        wanted_protocol = None if protocol is None else parse_protocol(protocol)
+        try:
+            entry = await service.random(wanted_ip, wanted_protocol)
+        except NoAvailablePorts as exc:
+            raise NotFound(exc.message) from None  # CONTRACT.md: 404 for random only
+        return json_response(entry_out(entry))
+
+    @router.post("/bulk-delete", summary="Delete many ports in one transaction")
+    async def bulk_delete(body: BulkDelete) -> Response:
+        result = await service.bulk_delete((p.ip, p.port, p.protocol) for p in body.ports)
+        count = len(result.deleted)
+        payload: dict[str, Any] = {
+            "message": f"Deleted {count} ports from pool",
+            "deleted_count": count,
+            "not_found": result.not_found,
+            "skipped": [
+                {**entry_out(e), "reason": f"held by container {e.container}"}
+                for e in result.skipped
+            ],
+        }
+        return json_response(payload)
+
+    @router.get("/{ip}/{port}", response_model=EntryOut, summary="One port of the pool")
+    async def get_port(ip: str, port: str, protocol: ProtocolQuery = None) -> Response:
+        entry = await service.get(*_entry_args(ip, port, protocol))
+        return json_response(entry_out(entry))
+
+    @router.put("/{ip}/{port}/use", summary="Mark a port in use or free (idempotent)")
+    async def set_use(ip: str, port: str, body: SetUse, protocol: ProtocolQuery = None
+                      ) -> Response:
+        entry, changed = await service.set_use(*_entry_args(ip, port, protocol), body.in_use)
+        return json_response(
+            {
+                "message": "Port usage updated",
+                "ip": entry.ip,
+                "port": entry.port,
+                "protocol": entry.protocol,
+                "in_use": entry.in_use,
+                "changed": changed,
+            }
+        )
+
+    @router.delete("/{ip}/{port}", summary="Remove a port from the pool")
+    async def delete_port(ip: str, port: str, protocol: ProtocolQuery = None) -> Response:
+        await service.delete(*_entry_args(ip, port, protocol))
+        return json_response({"message": "Port deleted from pool"})
+
+    return router
