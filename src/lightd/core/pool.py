@@ -50,7 +50,7 @@ class Pool:
         if protocol is not None:
             entry = self._entries.get((ip, port, protocol))
             if entry is None:
-                raise PortNotFound(ip=ip, port=port, protocol=protocol)
+                raise PortNotFound()
             return entry
         tcp = self._entries.get((ip, port, "tcp"))
         udp = self._entries.get((ip, port, "udp"))
@@ -61,7 +61,7 @@ class Pool:
             )
         entry = tcp or udp
         if entry is None:
-            raise PortNotFound(ip=ip, port=port)
+            raise PortNotFound()
         return entry
 
     def entries(self) -> list[Entry]:
@@ -130,7 +130,7 @@ class Pool:
     def add(self, entry: Entry) -> None:
         key = entry.key
         if key in self._entries:
-            raise AlreadyExists(ip=entry.ip, port=entry.port, protocol=entry.protocol)
+            raise AlreadyExists()
         self._entries[key] = entry
         self._slots.setdefault(entry.slot, []).append(entry)
         self._available.setdefault((entry.ip, entry.protocol), RandomSet())
@@ -140,7 +140,7 @@ class Pool:
     def remove(self, key: Key) -> Entry:
         entry = self._entries.pop(key, None)
         if entry is None:
-            raise PortNotFound(ip=key[0], port=key[1], protocol=key[2])
+            raise PortNotFound()
         members = self._slots[entry.slot]
         members.remove(entry)
         # Groups are never dropped: there are only as many as ips times protocols.

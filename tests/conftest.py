@@ -1,0 +1,77 @@
+"""Shared fixtures: a config in a temporary folder, and the real app over a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lightd.api import create_app
+from lightd.bootstrap import build
+from lightd.config import load_or_create, write_config
+
+TOKEN = "lightd_" + "0123456789abcdef" * 2
+VENDOR = "Application/vnd.pkglatv1+json"
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Accept": VENDOR}
+
+
+def write_test_config(folder: Path, **sections: dict[str, Any]) -> Path:
+    """A config that never touches the host: firewall off, no container engine."""
+    raw: dict[str, Any] = {
+        "api": {"host": "127.0.0.1", "port": 0},
+        "authorization": {"token": TOKEN},
+        "storage": {"base_path": str(folder / "data")},
+        "firewall": {"enabled": False},
+        "runtime": {"kind": "none"},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    path = folder / "config.json"
+    write_config(path, raw)
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write_test_config(tmp_path)
+
+
+@pytest.fixture
+async def daemon(config_file: Path):
+    lightd = build(load_or_create(config_file))
+    yield lightd
+
+
+@pytest.fixture
+async def client(daemon):
+    """The real app, on a real SQLite file, in-process."""
+    app = create_app(daemon)
+    await daemon.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://lightd", headers=HEADERS
+        ) as http:
+            yield http
+    finally:
+        await daemon.stop()
+
+
+def db_rows(daemon) -> list[tuple]:
+    """What the database file holds, read through a separate connection."""
+    import sqlite3
+
+    with sqlite3.connect(daemon.store.path) as db:
+        return sorted(db.execute("SELECT ip, port, protocol, in_use, container FROM ports"))
+
+
+def json_of(response: httpx.Response) -> Any:
+    return json.loads(response.content)
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
