@@ -1,0 +1,77 @@
+"""Run a real ``lightd serve`` process for tests and benches, and stop only that process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+__all__ = ["ServedDaemon", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServedDaemon:
+    def __init__(self, config: Path, port: int | None = None, log: Path | None = None,
+                 prefix: list[str] | None = None) -> None:
+        self.config = config
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log or config.parent / "lightd.log"
+        self.prefix = prefix or []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> float:
+        """Start the process; return seconds until it answered ping."""
+        lightd = Path(sys.executable).with_name("lightd")
+        argv = [*self.prefix, str(lightd), "serve", "--config", str(self.config),
+                "--port", str(self.port)]
+        started = time.perf_counter()
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"lightd exited with {self.process.returncode}: {self.tail()}")
+            try:
+                if httpx.get(self.url + "/api/v1/public/ping", timeout=0.5).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"lightd did not answer within {timeout}s: {self.tail()}")
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, as an init system would; wait for a clean exit."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash at an arbitrary moment."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
