@@ -11,7 +11,7 @@ exist), with one sentence for humans and ``details["reason"]`` for code:
 ``unreachable``, ``timeout``
     the socket does not answer.
 ``port_in_use``
-    a host port of the bindings is bound by another process (checked before start, see below).
+    a host port of the bindings is held by another socket (checked before start, see below).
 ``name_in_use``
     another container already has that name.
 ``start_failed``, ``engine_error``
@@ -21,16 +21,14 @@ exist), with one sentence for humans and ``details["reason"]`` for code:
 
 Ports: the engine cannot change the bindings of an existing container, so a rebind creates a
 new container. ``create(..., start=False)`` then :meth:`DockerEngine.start` lets the caller see a
-failed start and remove what it created. Before starting, :class:`DockerEngine` checks on this host
-that every host port of the container can be bound, and refuses with ``port_in_use`` without
-asking the engine: Podman 4.3 leaks the ports it reserved for the earlier bindings of a container
+failed start and remove what it created. Before starting, :class:`DockerEngine` reads this host's
+socket tables and refuses with ``port_in_use``, without asking the engine, when a host port of the
+container is held: Podman 4.3 leaks the ports it reserved for the earlier bindings of a container
 whose start fails on a later one (they stay bound by the Podman service until it restarts).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import ipaddress
 import logging
 import re
@@ -45,6 +43,7 @@ import docker  # type: ignore[import-untyped, unused-ignore]
 import docker.errors  # type: ignore[import-untyped, unused-ignore]
 import requests.exceptions  # type: ignore[import-untyped, unused-ignore]
 
+from lightd.adapters import host as host_sockets
 from lightd.errors import InvalidInput, LightdError, NotFound, Unavailable
 
 __all__ = [
@@ -210,28 +209,21 @@ def _check_bindings(bindings: Sequence[Binding]) -> list[Binding]:
 
 
 def check_host_ports(bindings: Iterable[Binding]) -> list[Binding]:
-    """Return the bindings whose host port cannot be bound on this host right now.
+    """Return the bindings whose host port some socket of this host holds right now.
 
-    Binds (never listens on) a throw-away socket for each, as the engine will: TCP with
-    SO_REUSEADDR (so TIME_WAIT leftovers do not count), UDP without.
+    Reads the kernel's socket tables through :mod:`lightd.adapters.host` (nothing is bound, so
+    the check never races a real server for the port). If the tables cannot be read at all,
+    nothing is reported busy and the engine's own bind decides.
     """
-    busy: list[Binding] = []
-    for b in bindings:
-        family = socket.AF_INET6 if ":" in b.host_ip else socket.AF_INET
-        kind = socket.SOCK_STREAM if b.protocol == "tcp" else socket.SOCK_DGRAM
-        with socket.socket(family, kind) as s:
-            if kind == socket.SOCK_STREAM:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                with contextlib.suppress(OSError):
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                s.bind((b.host_ip, b.host_port))
-            except OSError as exc:
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                    busy.append(b)
-                # EADDRNOTAVAIL and the like: not ours to judge; the engine will say.
-    return busy
+    wanted = list(bindings)
+    if not wanted:
+        return []
+    try:
+        index = host_sockets.snapshot(sorted({b.protocol for b in wanted}))
+    except OSError as exc:
+        log.warning("cannot read this host's socket tables (%s); not checking host ports", exc)
+        return []
+    return [b for b in wanted if index.is_bound(b.host_ip, b.host_port, b.protocol)]
 
 
 def _describe(bindings: Sequence[Binding]) -> str:
