@@ -1,0 +1,372 @@
+"""The engine adapter against a real Docker Engine API: Podman from scripts/engine-up.sh.
+
+Every container listens inside on 8080 and is published on a free port of 127.0.0.1; the tests
+reach it through that host port. The NoEngine and unreachable-socket tests need no engine.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from lightd.adapters.engine import (
+    LABEL,
+    Binding,
+    DockerEngine,
+    NoEngine,
+    check_host_ports,
+    detect,
+    socket_url,
+)
+from lightd.errors import InvalidInput, NotFound, Unavailable
+from tests.engine_support import (
+    IMAGE,
+    LISTENER,
+    connection_refused,
+    engine,  # noqa: F401  (fixture)
+    engine_url,  # noqa: F401  (fixture)
+    free_port,
+    is_free,
+    read_from,
+    unique_name,
+)
+
+needs_engine = pytest.mark.slow
+
+
+def bind(port: int, container_port: int = 8080, protocol: str = "tcp") -> Binding:
+    return Binding("127.0.0.1", port, protocol, container_port)
+
+
+def blocker(port: int = 0, listen: bool = True) -> socket.socket:
+    """A plain socket of this test holding 127.0.0.1:port (0: a fresh one)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", port))
+    if listen:
+        s.listen(1)
+    return s
+
+
+# -- real engine ---------------------------------------------------------------------------------
+
+
+@needs_engine
+def test_detect_picks_the_engine_when_it_answers(engine_url: str) -> None:  # noqa: F811
+    chosen, reason = detect("auto", engine_url)
+    try:
+        assert isinstance(chosen, DockerEngine)
+        assert chosen.ping()
+        assert "answers" in reason and engine_url in reason
+        assert chosen.version()
+    finally:
+        chosen.close()
+    path = engine_url.removeprefix("unix://")
+    chosen, reason = detect("docker", path)  # a bare socket path as in config.json
+    try:
+        assert isinstance(chosen, DockerEngine) and chosen.base_url == engine_url
+    finally:
+        chosen.close()
+
+
+@needs_engine
+def test_create_reach_inspect_list_remove(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    port = free_port()
+    name = unique_name(request)
+    started = time.monotonic()
+    engine_id = engine.create(name, IMAGE, LISTENER, {"GREETING": "hi"}, [bind(port)])
+    took = time.monotonic() - started
+    assert took < 30
+
+    # The listener inside answers through the host port.
+    assert read_from(port) == b"hello\n"
+
+    info = engine.inspect(engine_id)
+    assert info["id"] == engine_id
+    assert info["name"] == name
+    assert info["internal_id"] == name
+    assert info["state"] == "running" and info["running"]
+    assert info["bindings"] == [Binding("127.0.0.1", port, "tcp", 8080)]
+    assert engine.inspect(name)["id"] == engine_id
+
+    managed = {i["internal_id"]: i for i in engine.list_managed()}
+    assert managed[name]["id"] == engine_id
+    assert managed[name]["bindings"] == [bind(port)]
+
+    engine.remove(engine_id)
+    assert engine.inspect(engine_id)["state"] == "missing"
+    assert name not in {i["internal_id"] for i in engine.list_managed()}
+    assert connection_refused(port)
+    assert is_free(port)
+    engine.remove(engine_id)  # a missing container is not an error
+
+
+@needs_engine
+def test_bindings_read_back_tcp_udp_and_several_ports(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    a, b, u = free_port(), free_port(), free_port("udp")
+    wanted = [bind(a, 8080), bind(b, 9090), bind(u, 8080, "udp")]
+    engine_id = engine.create(unique_name(request), IMAGE, "sleep 600", {}, wanted, start=False)
+    info = engine.inspect(engine_id)
+    assert info["state"] == "created" and not info["running"]
+    assert info["bindings"] == sorted(wanted)
+    engine.start(engine_id)
+    info = engine.inspect(engine_id)
+    assert info["running"] and info["bindings"] == sorted(wanted)
+    # While it runs, the engine holds its host ports.
+    assert not is_free(a) and not is_free(b) and not is_free(u, "udp")
+    assert check_host_ports(wanted) == wanted
+
+
+@needs_engine
+def test_create_on_a_port_bound_by_another_socket_fails_and_leaves_nothing(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    for listen in (False, True):
+        with blocker(listen=listen) as held:
+            port = held.getsockname()[1]
+            name = unique_name(request)
+            with pytest.raises(Unavailable) as caught:
+                engine.create(name, IMAGE, LISTENER, {}, [bind(port)])
+            assert caught.value.details["reason"] == "port_in_use"
+            assert f"127.0.0.1:{port}/tcp" in caught.value.message
+            assert engine.inspect(name)["state"] == "missing"
+            assert name not in {i["internal_id"] for i in engine.list_managed()}
+
+
+@needs_engine
+def test_a_busy_port_among_several_leaves_the_others_free(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    """Podman 4.3 would keep the free ones bound after a failed start; the pre-check avoids it."""
+    first, last = free_port(), free_port()
+    with blocker(last) as _held:
+        with pytest.raises(Unavailable) as caught:
+            engine.create(
+                unique_name(request), IMAGE, LISTENER, {}, [bind(first), bind(last, 9090)]
+            )
+        assert caught.value.details["reason"] == "port_in_use"
+        assert caught.value.details["ports"] == [
+            {"ip": "127.0.0.1", "port": last, "protocol": "tcp"}
+        ]
+    assert is_free(first) and is_free(last)
+
+
+@needs_engine
+def test_the_engine_itself_refuses_a_busy_port_at_start(
+    engine_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    """Without lightd's pre-check: create succeeds, start fails, create removes what it made."""
+    name = unique_name(request)
+    with DockerEngine(engine_url, check_ports=False) as raw, blocker() as held:
+        port = held.getsockname()[1]
+        with pytest.raises(Unavailable) as caught:
+            raw.create(name, IMAGE, LISTENER, {}, [bind(port)])
+        assert caught.value.details["reason"] == "port_in_use"
+        assert "address already in use" in caught.value.details["engine_message"]
+        assert raw.inspect(name)["state"] == "missing"
+
+
+@needs_engine
+def test_created_then_started_separately_sees_a_busy_port(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    port = free_port()
+    engine_id = engine.create(unique_name(request), IMAGE, LISTENER, {}, [bind(port)], start=False)
+    with blocker(port):
+        with pytest.raises(Unavailable) as caught:
+            engine.start(engine_id)
+        assert caught.value.details["reason"] == "port_in_use"
+        assert engine.inspect(engine_id)["state"] == "created"
+    engine.start(engine_id)
+    assert read_from(port) == b"hello\n"
+    engine.start(engine_id)  # already running: nothing to do
+
+
+@needs_engine
+def test_stop_frees_the_port_and_start_takes_it_again(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    port = free_port()
+    engine_id = engine.create(unique_name(request), IMAGE, LISTENER, {}, [bind(port)])
+    assert read_from(port) == b"hello\n"
+    engine.stop(engine_id, timeout=1)
+    assert engine.inspect(engine_id)["state"] == "exited"
+    assert connection_refused(port) and is_free(port)
+    engine.start(engine_id)
+    assert read_from(port) == b"hello\n"
+
+
+@needs_engine
+def test_rebind_by_create_remove_rename(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    """The service's rebind: a new container under a temporary name, then the swap."""
+    name = unique_name(request)
+    old_port, new_port = free_port(), free_port()
+    old_id = engine.create(name, IMAGE, LISTENER, {}, [bind(old_port)])
+    assert read_from(old_port) == b"hello\n"
+
+    temp = f"{name}.rebind"
+    new_id = engine.create(temp, IMAGE, LISTENER, {}, [bind(new_port)], internal_id=name)
+    assert read_from(new_port) == b"hello\n"
+    engine.remove(old_id)
+    engine.rename(new_id, name)
+
+    info = engine.inspect(name)
+    assert info["id"] == new_id and info["name"] == name and info["internal_id"] == name
+    assert info["bindings"] == [bind(new_port)]
+    assert engine.inspect(temp)["state"] == "missing"
+    assert connection_refused(old_port) and is_free(old_port)
+    assert read_from(new_port) == b"hello\n"
+    assert [i["id"] for i in engine.list_managed() if i["internal_id"] == name] == [new_id]
+
+
+@needs_engine
+def test_rename_errors(engine: DockerEngine, request: pytest.FixtureRequest) -> None:  # noqa: F811
+    a = engine.create(unique_name(request), IMAGE, "sleep 600", {}, [], start=False)
+    b_name = unique_name(request)
+    engine.create(b_name, IMAGE, "sleep 600", {}, [], start=False)
+    with pytest.raises(Unavailable) as caught:
+        engine.rename(a, b_name)
+    assert caught.value.details["reason"] == "name_in_use"
+    with pytest.raises(NotFound):
+        engine.rename(unique_name(request, "missing"), unique_name(request))
+    with pytest.raises(InvalidInput):
+        engine.rename(a, "not a name!")
+
+
+@needs_engine
+def test_engine_errors_are_translated(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    name = unique_name(request)
+    with pytest.raises(NotFound) as caught:
+        engine.create(name, "localhost/lightd-no-such-image:latest", None, {}, [], start=False)
+    assert caught.value.details["reason"] == "image_not_found"
+
+    engine.create(name, IMAGE, ["sleep", "600"], {}, [], start=False)
+    with pytest.raises(Unavailable) as dup:
+        engine.create(name, IMAGE, ["sleep", "600"], {}, [], start=False)
+    assert dup.value.details["reason"] == "name_in_use"
+
+    missing = unique_name(request, "missing")
+    assert engine.inspect(missing)["state"] == "missing"
+    engine.remove(missing)
+    with pytest.raises(NotFound):
+        engine.stop(missing)
+    with pytest.raises(NotFound):
+        engine.start(missing)
+    with pytest.raises(InvalidInput):
+        engine.create("bad name", IMAGE, None, {}, [])
+    with pytest.raises(InvalidInput):
+        engine.create(name + "x", IMAGE, None, {}, [bind(free_port()), bind(free_port(), 1)] * 2)
+
+
+@needs_engine
+def test_list_managed_finds_only_labelled_containers(
+    engine: DockerEngine,  # noqa: F811
+    engine_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    ours = unique_name(request)
+    engine.create(ours, IMAGE, "sleep 600", {}, [], start=False)
+    foreign = unique_name(request, "foreign")
+    api = docker.APIClient(base_url=engine_url, version="1.41")
+    try:
+        api.create_container(IMAGE, "sleep 600", name=foreign)
+    finally:
+        api.close()
+    names = {i["name"]: i for i in engine.list_managed()}
+    assert ours in names and names[ours]["internal_id"] == ours
+    assert foreign not in names
+    assert engine.inspect(foreign)["internal_id"] is None
+    assert all(i["internal_id"] for i in names.values())
+    assert LABEL == "lightd.internal_id"
+
+
+# -- no engine reachable -------------------------------------------------------------------------
+
+
+def test_unreachable_socket_is_unavailable_not_missing(tmp_path: Path) -> None:
+    url = socket_url(str(tmp_path / "nothing.sock"))
+    eng = DockerEngine(url)
+    assert not eng.ping()
+    with pytest.raises(Unavailable) as caught:
+        eng.inspect("anything")
+    assert caught.value.details["reason"] == "unreachable"
+    assert "does not exist" in caught.value.message
+    with pytest.raises(Unavailable):
+        eng.create("c1", IMAGE, None, {}, [bind(free_port())])
+    with pytest.raises(Unavailable):
+        eng.list_managed()
+
+    # A socket file nobody listens on.
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(stale))
+        eng = DockerEngine(str(stale))
+        assert eng.diagnose() == f"nothing listens on the socket {stale}"
+        with pytest.raises(Unavailable):
+            eng.remove("anything")
+
+    chosen, reason = detect("auto", str(tmp_path / "nothing.sock"))
+    assert isinstance(chosen, NoEngine) and "bookkeeping only" in reason
+    chosen, reason = detect("docker", str(tmp_path / "nothing.sock"))
+    assert isinstance(chosen, DockerEngine) and "does not answer" in reason
+    chosen, reason = detect("none", "/var/run/docker.sock")
+    assert isinstance(chosen, NoEngine)
+    with pytest.raises(InvalidInput):
+        detect("podman", "/var/run/docker.sock")
+
+
+# -- NoEngine ------------------------------------------------------------------------------------
+
+
+def test_no_engine_keeps_books_only() -> None:
+    eng = NoEngine()
+    assert eng.kind == "none" and eng.ping()
+    port = free_port()
+    engine_id = eng.create("game1", IMAGE, "sleep 1", {"A": "1"}, [bind(port)])
+    assert engine_id == "none-game1"
+    assert is_free(port)  # nothing was bound
+    info = eng.inspect(engine_id)
+    assert info["state"] == "untracked" and not info["running"]
+    assert info["bindings"] == [bind(port)] and info["internal_id"] == "game1"
+    assert eng.inspect("game1") == info
+    assert [i["id"] for i in eng.list_managed()] == ["none-game1"]
+    with pytest.raises(Unavailable):
+        eng.create("game1", IMAGE, None, {}, [])
+
+    # Rebind the same way as on a real eng.
+    temp_id = eng.create("game1.rebind", IMAGE, None, {}, [bind(port + 1)], internal_id="game1")
+    eng.start(temp_id)
+    eng.stop(engine_id)
+    eng.remove(engine_id)
+    eng.rename(temp_id, "game1")
+    info = eng.inspect("game1")
+    assert info["id"] == temp_id and info["bindings"] == [bind(port + 1)]
+    assert info["internal_id"] == "game1"
+
+    eng.remove(temp_id)
+    eng.remove(temp_id)  # missing is not an error
+    assert eng.list_managed() == []
+    # What it does not remember (e.g. after a restart) is untracked, never missing.
+    assert eng.inspect("none-other")["state"] == "untracked"
+    with pytest.raises(NotFound):
+        eng.rename("none-other", "x")
