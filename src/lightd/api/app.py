@@ -14,7 +14,7 @@ from lightd import __version__
 from lightd.api.errors import install_error_handlers
 from lightd.api.middleware import GuardMiddleware
 from lightd.api.responses import json_response
-from lightd.api.routes_pool import pool_router
+from lightd.api.routes_pool import add_pool_routes
 from lightd.service.pool_service import PoolService
 
 __all__ = ["Daemon", "create_app"]
@@ -57,14 +57,23 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def ping() -> Response:
         return json_response({"status": "ok"})
 
+    # Hot routes first (the router tries them in order): ping, then random and the pool.
+    add_pool_routes(app, daemon.pool)
+
     @app.get("/api/v1/status", tags=["health"], summary="What lightd runs with, and why")
     async def status() -> Response:
         return json_response(daemon.status())
 
-    app.include_router(pool_router(daemon.pool))
+    _docs_last(app)
     _document_security(app)
     app.add_middleware(GuardMiddleware, token=daemon.token)
     return app
+
+
+def _docs_last(app: FastAPI) -> None:
+    docs = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    routes = app.router.routes
+    routes.sort(key=lambda route: getattr(route, "path", "") in docs)
 
 
 def _document_security(app: FastAPI) -> None:

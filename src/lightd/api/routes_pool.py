@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import FastAPI, Query
+from starlette.requests import Request
 from starlette.responses import Response
 
 from lightd.api.responses import json_response
@@ -13,7 +16,34 @@ from lightd.core.entry import parse_ip, parse_path_port, parse_protocol
 from lightd.errors import NoAvailablePorts, NotFound
 from lightd.service.pool_service import PoolService
 
-__all__ = ["pool_router"]
+__all__ = ["add_pool_routes"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Prefixed:
+    """``app.get("/x")`` with a path prefix and tags, like an APIRouter without the nesting."""
+
+    def __init__(self, app: FastAPI, prefix: str, tags: list[str | Enum]) -> None:
+        self.app, self.prefix, self.tags = app, prefix, tags
+
+    def _route(self, method: str, path: str, **options: Any) -> Callable[[F], F]:
+        return self.app.api_route(  # type: ignore[return-value]
+            self.prefix + path, methods=[method], tags=self.tags, **options
+        )
+
+    def get(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self._route("GET", path, **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self._route("POST", path, **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self._route("PUT", path, **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self._route("DELETE", path, **options)
+
 
 ProtocolQuery = Annotated[
     str | None,
@@ -29,8 +59,32 @@ def _entry_args(ip: str, port: str, protocol: str | None) -> tuple[str, int, str
     )
 
 
-def pool_router(service: PoolService) -> APIRouter:
-    router = APIRouter(prefix="/network/ports", tags=["pool"])
+def add_pool_routes(app: FastAPI, service: PoolService) -> None:
+    """Routes go straight on the app: an included router costs a second match per request."""
+    router = _Prefixed(app, "/network/ports", ["pool"])
+
+    @router.get(
+        "/random",
+        response_model=EntryOut,
+        summary="A random available port; does not mark it in use",
+        openapi_extra={"parameters": [
+            {"name": "ip", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "protocol", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": ["tcp", "udp"]}},
+        ]},
+    )
+    async def random_port(request: Request) -> Response:
+        # The hottest route: query read by hand, skipping FastAPI's per-parameter machinery.
+        query = request.query_params
+        ip, protocol = query.get("ip"), query.get("protocol")
+        wanted_ip = None if ip is None else parse_ip(ip)
+        wanted_protocol = None if protocol is None else parse_protocol(protocol)
+        try:
+            entry = await service.random(wanted_ip, wanted_protocol)
+        except NoAvailablePorts as exc:
+            raise NotFound(exc.message) from None  # CONTRACT.md: 404 for random only
+        return json_response(entry_out(entry))
+
 
     @router.post("", status_code=201, summary="Add a port to the pool")
     async def add_port(body: AddPort) -> Response:
@@ -50,22 +104,6 @@ def pool_router(service: PoolService) -> APIRouter:
     async def list_ports() -> Response:
         entries = await service.list()
         return json_response({"ports": [entry_out(e) for e in entries]})
-
-    @router.get(
-        "/random",
-        response_model=EntryOut,
-        summary="A random available port; does not mark it in use",
-    )
-    async def random_port(
-        ip: Annotated[str | None, Query()] = None, protocol: ProtocolQuery = None
-    ) -> Response:
-        wanted_ip = None if ip is None else parse_ip(ip)
-        wanted_protocol = None if protocol is None else parse_protocol(protocol)
-        try:
-            entry = await service.random(wanted_ip, wanted_protocol)
-        except NoAvailablePorts as exc:
-            raise NotFound(exc.message) from None  # CONTRACT.md: 404 for random only
-        return json_response(entry_out(entry))
 
     @router.post("/bulk-delete", summary="Delete many ports in one transaction")
     async def bulk_delete(body: BulkDelete) -> Response:
@@ -107,4 +145,3 @@ def pool_router(service: PoolService) -> APIRouter:
         await service.delete(*_entry_args(ip, port, protocol))
         return json_response({"message": "Port deleted from pool"})
 
-    return router

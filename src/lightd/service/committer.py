@@ -53,6 +53,11 @@ class Committer:
         self._wake.set()
         return future
 
+    @property
+    def busy(self) -> bool:
+        """Whether some submitted change is not durable yet."""
+        return bool(self._waiters) or self._inflight is not None
+
     async def barrier(self) -> None:
         """Wait until everything submitted so far is durable (or was rolled back).
 

@@ -48,7 +48,8 @@ class PoolService:
     ) -> None:
         self.store = store
         self.firewall: Firewall = firewall or NoFirewall()
-        self.rng = rng or random.SystemRandom()
+        # Port choice needs spread, not secrecy: the fast generator, seeded from the OS.
+        self.rng = rng or random.Random()
         self.pool = Pool()
         self.committer: Committer | None = None
 
@@ -71,7 +72,7 @@ class PoolService:
         await self.committer.submit(changes)
 
     async def _settled(self) -> None:
-        if self.committer is not None:
+        if self.committer is not None and self.committer.busy:
             await self.committer.barrier()
 
     # -- reading -----------------------------------------------------------------------------
@@ -85,7 +86,8 @@ class PoolService:
         return self.pool.entries()
 
     async def random(self, ip: str | None = None, protocol: str | None = None) -> Entry:
-        await self._settled()
+        if self.committer is not None and self.committer.busy:
+            await self.committer.barrier()
         entry = self.pool.random(self.rng, ip=ip, protocol=protocol)
         if entry is None:
             raise NoAvailablePorts()
