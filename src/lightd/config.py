@@ -109,7 +109,7 @@ class Settings:
         return list(self._get("pool", "initial_ports"))
 
     def section(self, name: str) -> dict[str, Any]:
-        merged = copy.deepcopy(DEFAULTS.get(name, {}))
+        merged: dict[str, Any] = copy.deepcopy(DEFAULTS.get(name, {}))
         merged.update(self.raw.get(name, {}))
         return merged
 
@@ -143,12 +143,12 @@ def write_config(path: Path, raw: dict[str, Any]) -> None:
 
 def read_config(path: Path) -> dict[str, Any]:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw: Any = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise InvalidInput(f"{path} must hold a JSON object")
-    return raw
+    return dict(raw)
 
 
 def load_or_create(path: Path) -> Settings:

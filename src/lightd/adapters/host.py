@@ -100,6 +100,9 @@ _SOCK_DIAG_BY_FAMILY = 20
 _RTM_NEWADDR = 20
 _RTM_GETADDR = 22
 _INET_DIAG_SKV6ONLY = 11
+_INET_DIAG_REQ_BYTECODE = 1
+_INET_DIAG_BC_S_GE = 2
+_INET_DIAG_BC_S_LE = 3
 _IFA_ADDRESS = 1
 _IFA_LOCAL = 2
 _IFA_FLAGS = 8
@@ -107,6 +110,7 @@ _IFA_F_DADFAILED = 0x08
 _ALL_STATES = 0xFFFFFFFF
 _NLMSGHDR = struct.Struct("=IHHII")
 _RTATTR = struct.Struct("=HH")
+_BC_OP = struct.Struct("=BBH")  # struct inet_diag_bc_op
 # struct inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed inet_diag_sockid.
 _DIAG_REQ = struct.Struct("=BBBxI48x")
 # struct inet_diag_msg: family, state, (timer, retrans), sport, (dport), src[16], (dst[16], if,
@@ -144,15 +148,16 @@ _Table = dict[int, dict[bytes, _Info]]
 class _Tables:
     """The holders of one protocol: IPv4 view and IPv6 view, each port -> {address: info}."""
 
-    __slots__ = ("source", "v4", "v6")
+    __slots__ = ("high", "low", "source", "v4", "v6")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, ports: tuple[int, int]) -> None:
         self.source = source
+        self.low, self.high = ports
         self.v4: _Table = {}
         self.v6: _Table = {}
 
     def add(self, family: int, raw: bytes, port: int, info: _Info, v6only: bool | None) -> None:
-        if port == 0:
+        if not self.low <= port <= self.high:  # port 0: a socket that holds no port
             return
         if family == 4:
             self.v4.setdefault(port, {}).setdefault(raw[:4], info)
@@ -172,22 +177,44 @@ class BoundIndex:
     Take one per request (``BoundIndex.snapshot()``), then ask it about as many candidates as you
     like: each question is a couple of dict lookups. The snapshot is as old as ``taken_at``
     (``time.monotonic()``); a server that binds a moment later is not in it.
+
+    Reading costs about a microsecond per socket in the tables, and a busy host can have tens of
+    thousands (mostly connections and TIME_WAIT on ephemeral ports). ``ports=(low, high)`` has
+    the kernel send only sockets whose port is in that range, so a pool on 25565-27030 does not
+    pay for them; the snapshot then refuses questions about other ports.
     """
 
-    __slots__ = ("_tables", "elapsed", "taken_at")
+    __slots__ = ("_tables", "elapsed", "port_range", "taken_at")
 
-    def __init__(self, tables: dict[str, _Tables], elapsed: float, taken_at: float) -> None:
+    def __init__(
+        self,
+        tables: dict[str, _Tables],
+        elapsed: float,
+        taken_at: float,
+        port_range: tuple[int, int] = (1, 65535),
+    ) -> None:
         self._tables = tables
         self.elapsed = elapsed  # seconds the snapshot took to read
         self.taken_at = taken_at
+        self.port_range = port_range  # the ports it can answer for, inclusive
 
     @classmethod
-    def snapshot(cls, protocols: Iterable[str] = PROTOCOLS) -> BoundIndex:
-        """Read the socket tables of the given protocols. Raises OSError if none can be read."""
+    def snapshot(
+        cls, protocols: Iterable[str] = PROTOCOLS, *, ports: tuple[int, int] | None = None
+    ) -> BoundIndex:
+        """Read the socket tables of ``protocols``, only ports ``low..high`` if ``ports`` is given.
+
+        Raises OSError when neither sock_diag nor /proc/net can be read, ValueError on arguments.
+        """
+        low, high = ports if ports is not None else (1, 65535)
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"ports must be (low, high) with 1 <= low <= high <= 65535: {ports}")
         started = time.perf_counter()
-        tables = {protocol: _read_tables(_check_protocol(protocol)) for protocol in protocols}
+        tables = {
+            protocol: _read_tables(_check_protocol(protocol), (low, high)) for protocol in protocols
+        }
         elapsed = time.perf_counter() - started
-        return cls(tables, elapsed, time.monotonic())
+        return cls(tables, elapsed, time.monotonic(), (low, high))
 
     @property
     def sources(self) -> dict[str, str]:
@@ -199,7 +226,7 @@ class BoundIndex:
 
         ``ip`` may be in any form ``ipaddress`` accepts. See the module text for the rules.
         """
-        tables = self._tables_for(protocol)
+        tables = self._tables_for(protocol, port)
         family, raw = _packed(ip)
         if family == 4:
             return _clashes(tables.v4.get(port), raw, _WILDCARD[4])
@@ -211,7 +238,7 @@ class BoundIndex:
         self, ip: str, port: int, protocol: str, *, dual_stack: bool = False
     ) -> list[Holder]:
         """The sockets that make ``is_bound`` true, for a log line; empty when it is false."""
-        tables = self._tables_for(protocol)
+        tables = self._tables_for(protocol, port)
         family, raw = _packed(ip)
         found: list[Holder] = []
         if family == 4:
@@ -230,28 +257,33 @@ class BoundIndex:
 
     def ports(self, protocol: str) -> set[int]:
         """Every port number some socket of ``protocol`` holds, on any address of any family."""
-        tables = self._tables_for(protocol)
+        tables = self._tables_for(protocol, None)
         return set(tables.v4) | set(tables.v6)
 
-    def _tables_for(self, protocol: str) -> _Tables:
+    def _tables_for(self, protocol: str, port: int | None) -> _Tables:
         tables = self._tables.get(protocol)
         if tables is None:
             raise ValueError(f"this snapshot did not read {protocol!r} sockets")
+        if port is not None and not tables.low <= port <= tables.high:
+            raise ValueError(f"this snapshot read ports {tables.low}-{tables.high}, not {port}")
         return tables
 
 
-def snapshot(protocols: Iterable[str] = PROTOCOLS) -> BoundIndex:
+def snapshot(
+    protocols: Iterable[str] = PROTOCOLS, *, ports: tuple[int, int] | None = None
+) -> BoundIndex:
     """Same as ``BoundIndex.snapshot``."""
-    return BoundIndex.snapshot(protocols)
+    return BoundIndex.snapshot(protocols, ports=ports)
 
 
 def is_bound(ip: str, port: int, protocol: str, *, dual_stack: bool = False) -> bool:
     """True when some socket of this host holds ``(ip, port, protocol)`` or a clashing binding.
 
-    One check reads the whole table of ``protocol``; to check many candidates, take one
-    ``BoundIndex.snapshot()`` and ask it.
+    One check asks the kernel for the sockets on ``port`` only; to check many candidates, take
+    one ``BoundIndex.snapshot()`` and ask it.
     """
-    return BoundIndex.snapshot((protocol,)).is_bound(ip, port, protocol, dual_stack=dual_stack)
+    index = BoundIndex.snapshot((protocol,), ports=(port, port))
+    return index.is_bound(ip, port, protocol, dual_stack=dual_stack)
 
 
 def local_addresses() -> set[str]:
@@ -319,27 +351,48 @@ def _holder(raw: bytes, port: int, protocol: str, info: _Info) -> Holder:
     return Holder(ip, port, protocol, names.get(state, f"state {state}"), uid, dual)
 
 
-def _read_tables(protocol: str) -> _Tables:
+def _read_tables(protocol: str, ports: tuple[int, int]) -> _Tables:
     try:
-        return _tables_from_sock_diag(protocol)
+        return _tables_from_sock_diag(protocol, ports)
     except OSError:
-        return _tables_from_proc(protocol)
+        return _tables_from_proc(protocol, ports)
 
 
-def _tables_from_sock_diag(protocol: str) -> _Tables:
-    tables = _Tables("netlink")
+def _tables_from_sock_diag(protocol: str, ports: tuple[int, int] = (1, 65535)) -> _Tables:
+    tables = _Tables("netlink", ports)
+    unpack, ntohs, add = _DIAG_MSG.unpack_from, socket.ntohs, tables.add
+    port_filter = _port_filter(*ports) if ports != (1, 65535) else b""
     with _netlink(_NETLINK_SOCK_DIAG) as sock:
         for family in (4, 6):
             request = _DIAG_REQ.pack(_AF[family], _IPPROTO[protocol], 0, _ALL_STATES)
-            for payload in _dump(sock, _SOCK_DIAG_BY_FAMILY, request, seq=family):
-                _, state, sport, src, uid, _inode = _DIAG_MSG.unpack_from(payload)
-                raw = src[:4] if family == 4 else src
-                v6only: bool | None = None
-                if family == 6 and raw == _WILDCARD[6]:
-                    flag = _attributes(payload, _DIAG_MSG.size).get(_INET_DIAG_SKV6ONLY)
-                    v6only = bool(flag[0]) if flag else False
-                tables.add(family, raw, socket.ntohs(sport), (state, uid, False), v6only)
+            request += port_filter
+            for view, spans in _dump(sock, _SOCK_DIAG_BY_FAMILY, request, seq=family):
+                for start, end in spans:
+                    _, state, sport, src, uid, _inode = unpack(view, start)
+                    raw = src[:4] if family == 4 else src
+                    v6only: bool | None = None
+                    if family == 6 and raw == _WILDCARD[6]:
+                        attrs = _attributes(view[start:end], _DIAG_MSG.size)
+                        flag = attrs.get(_INET_DIAG_SKV6ONLY)
+                        v6only = bool(flag[0]) if flag else False
+                    add(family, raw, ntohs(sport), (state, uid, False), v6only)
     return tables
+
+
+def _port_filter(low: int, high: int) -> bytes:
+    """An INET_DIAG_REQ_BYTECODE attribute: only sockets with low <= local port <= high.
+
+    Each op is (code, yes, no) and its argument sits in the ``no`` field of the next op. The
+    program accepts a socket when it runs exactly off its end; a failed test jumps 4 bytes past
+    the end, which rejects it.
+    """
+    program = (
+        _BC_OP.pack(_INET_DIAG_BC_S_GE, 8, 20)
+        + _BC_OP.pack(0, 0, low)
+        + _BC_OP.pack(_INET_DIAG_BC_S_LE, 8, 12)
+        + _BC_OP.pack(0, 0, high)
+    )
+    return _RTATTR.pack(_RTATTR.size + len(program), _INET_DIAG_REQ_BYTECODE) + program
 
 
 def _proc_net(name: str) -> str:
@@ -348,8 +401,8 @@ def _proc_net(name: str) -> str:
     return f"{base}/{name}"
 
 
-def _tables_from_proc(protocol: str) -> _Tables:
-    tables = _Tables("proc")
+def _tables_from_proc(protocol: str, ports: tuple[int, int] = (1, 65535)) -> _Tables:
+    tables = _Tables("proc", ports)
     for family, suffix in ((4, ""), (6, "6")):
         try:
             with open(_proc_net(protocol + suffix), encoding="ascii") as table:
@@ -385,7 +438,8 @@ def _addresses_from_rtnetlink() -> set[str]:
     found: set[str] = set()
     request = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
     with _netlink(_NETLINK_ROUTE) as sock:
-        for payload in _dump(sock, _RTM_GETADDR, request, seq=1, msg_type=_RTM_NEWADDR):
+        batches = _dump(sock, _RTM_GETADDR, request, seq=1, msg_type=_RTM_NEWADDR)
+        for payload in (view[start:end] for view, spans in batches for start, end in spans):
             family, _, flags, _, _ = _IFADDRMSG.unpack_from(payload)
             if family not in (socket.AF_INET, socket.AF_INET6):
                 continue
@@ -458,8 +512,12 @@ def _netlink(protocol: int) -> socket.socket:
 
 def _dump(
     sock: socket.socket, request_type: int, body: bytes, seq: int, msg_type: int | None = None
-) -> Iterator[memoryview]:
-    """Send one dump request and yield the payload of each answer until NLMSG_DONE."""
+) -> Iterator[tuple[memoryview, list[tuple[int, int]]]]:
+    """Send one dump request; yield each received batch as (buffer, [(start, end) of payloads]).
+
+    Batches rather than single messages because a big socket table has tens of thousands of
+    them. The buffer is reused: use a batch before asking for the next one.
+    """
     header = _NLMSGHDR.pack(
         _NLMSGHDR.size + len(body), request_type, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0
     )
@@ -467,32 +525,32 @@ def _dump(
     buffer = bytearray(_RECV_BUFFER)
     view = memoryview(buffer)
     expected = request_type if msg_type is None else msg_type
+    unpack_header = _NLMSGHDR.unpack_from
+    header_size = _NLMSGHDR.size
     while True:
         size, _, flags, _ = sock.recvmsg_into([buffer])
         if flags & socket.MSG_TRUNC:
             raise OSError(errno.EMSGSIZE, "netlink answer larger than the receive buffer")
+        spans: list[tuple[int, int]] = []
         offset = 0
-        while offset + _NLMSGHDR.size <= size:
-            length, kind, _, answer_seq, _ = _NLMSGHDR.unpack_from(buffer, offset)
-            if length < _NLMSGHDR.size or offset + length > size:
+        while offset + header_size <= size:
+            length, kind, _, answer_seq, _ = unpack_header(buffer, offset)
+            if length < header_size or offset + length > size:
                 raise OSError(errno.EPROTO, "malformed netlink message")
-            payload = view[offset + _NLMSGHDR.size : offset + length]
+            start, end = offset + header_size, offset + length
             offset += (length + 3) & ~3
             if answer_seq != seq:
                 continue
-            if kind == _NLMSG_DONE:
-                if len(payload) >= 4:
-                    (code,) = struct.unpack_from("=i", payload)
-                    if code < 0:
-                        raise OSError(-code, os.strerror(-code))
-                return
-            if kind == _NLMSG_ERROR:
-                (code,) = struct.unpack_from("=i", payload)
-                if code == 0:
-                    continue
-                raise OSError(-code, os.strerror(-code))
             if kind == expected:
-                yield payload
+                spans.append((start, end))
+            elif kind in (_NLMSG_DONE, _NLMSG_ERROR):
+                (code,) = struct.unpack_from("=i", buffer, start) if end - start >= 4 else (0,)
+                if code < 0:
+                    raise OSError(-code, os.strerror(-code))
+                if kind == _NLMSG_DONE:
+                    yield view, spans
+                    return
+        yield view, spans
 
 
 def _attributes(payload: memoryview, start: int) -> dict[int, memoryview]:

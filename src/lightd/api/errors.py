@@ -118,7 +118,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         message = HTTP_MESSAGES.get(exc.status_code) or str(exc.detail)
-        return error_response(exc.status_code, message, headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, message, headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("%s %s failed unexpectedly", request.method, request.url.path)

@@ -28,7 +28,7 @@ class _Prefixed:
         self.app, self.prefix, self.tags = app, prefix, tags
 
     def _route(self, method: str, path: str, **options: Any) -> Callable[[F], F]:
-        return self.app.api_route(  # type: ignore[return-value]
+        return self.app.api_route(
             self.prefix + path, methods=[method], tags=self.tags, **options
         )
 

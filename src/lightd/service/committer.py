@@ -11,6 +11,7 @@ durable. If a transaction fails, it and everything submitted after it fail toget
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,10 +70,9 @@ class Committer:
             future = self._inflight
         else:
             return
-        try:
+        # A failed change was rolled back in memory too: what the reader sees next is durable.
+        with contextlib.suppress(StorageError):
             await asyncio.shield(future)
-        except StorageError:
-            pass  # the failed change was rolled back in memory too: what we read now is durable
 
     async def close(self) -> None:
         self._closing = True

@@ -8,8 +8,8 @@ in-memory change before anything is saved.
 
 from __future__ import annotations
 
-import random
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
