@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -152,13 +153,9 @@ def test_a_busy_port_among_several_leaves_the_others_free(
     first, last = free_port(), free_port()
     with blocker(last) as _held:
         with pytest.raises(Unavailable) as caught:
-            engine.create(
-                unique_name(request), IMAGE, LISTENER, {}, [bind(first), bind(last, 9090)]
-            )
+            engine.create(unique_name(request), IMAGE, LISTENER, {}, [bind(first), bind(last, 9090)])
         assert caught.value.details["reason"] == "port_in_use"
-        assert caught.value.details["ports"] == [
-            {"ip": "127.0.0.1", "port": last, "protocol": "tcp"}
-        ]
+        assert caught.value.details["ports"] == [{"ip": "127.0.0.1", "port": last, "protocol": "tcp"}]
     assert is_free(first) and is_free(last)
 
 
@@ -298,6 +295,26 @@ def test_list_managed_finds_only_labelled_containers(
     assert engine.inspect(foreign)["internal_id"] is None
     assert all(i["internal_id"] for i in names.values())
     assert LABEL == "lightd.internal_id"
+
+
+@needs_engine
+def test_parallel_operations_on_different_containers(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    """One DockerEngine shared by worker threads, as the service will use it."""
+    ports = [free_port() for _ in range(4)]
+    names = [unique_name(request) for _ in ports]
+
+    def life(i: int) -> bytes:
+        engine_id = engine.create(names[i], IMAGE, LISTENER, {}, [bind(ports[i])])
+        answer = read_from(ports[i])
+        engine.remove(engine_id)
+        return answer
+
+    with ThreadPoolExecutor(len(ports)) as pool:
+        assert list(pool.map(life, range(len(ports)))) == [b"hello\n"] * len(ports)
+    assert all(is_free(p) for p in ports)
 
 
 # -- no engine reachable -------------------------------------------------------------------------
