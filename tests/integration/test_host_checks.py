@@ -81,7 +81,7 @@ def netlink_sees_bound_only_sockets() -> bool:
         major, minor = int(release[0]), int(release[1])
     except (IndexError, ValueError):
         return False
-    return (major, minor) >= (6, 7)
+    return (major, minor) >= (6, 8)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def ipv6() -> None:
 def proc_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make sock_diag netlink unavailable, as in a sandbox that refuses it."""
 
-    def refused(protocol: str) -> host._Tables:
+    def refused(protocol: str, ports: tuple[int, int]) -> host._Tables:
         raise PermissionError(errno.EACCES, "sock_diag refused")
 
     monkeypatch.setattr(host, "_tables_from_sock_diag", refused)
@@ -160,9 +160,7 @@ def test_holders_name_the_socket_for_the_log(protocol: str) -> None:
     with hold("127.0.0.1", protocol) as port:
         index = host.snapshot()
         holders = index.holders("0.0.0.0", port, protocol)
-        assert [h.label() for h in holders] == [
-            f"127.0.0.1:{port}/{protocol} {state} uid={holders[0].uid}"
-        ]
+        assert [h.label() for h in holders] == [f"127.0.0.1:{port}/{protocol} {state} uid={holders[0].uid}"]
         assert index.holders("127.0.0.2", port, protocol) == []
 
 
@@ -171,7 +169,7 @@ def test_holders_name_the_socket_for_the_log(protocol: str) -> None:
 
 @pytest.mark.skipif(
     not netlink_sees_bound_only_sockets(),
-    reason="sock_diag lists bound-only TCP sockets since Linux 6.7",
+    reason="sock_diag lists bound-only TCP sockets since Linux 6.8",
 )
 @pytest.mark.parametrize("holder_ip", ["127.0.0.1", "0.0.0.0"])
 def test_tcp_bound_but_not_listening_counts_as_bound(holder_ip: str) -> None:
@@ -321,6 +319,46 @@ def test_snapshot_refuses_questions_it_cannot_answer() -> None:
         host.snapshot(["sctp"])
     with pytest.raises(ValueError):
         index.is_bound("not-an-ip", 25565, "tcp")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_port_range_snapshot_sees_its_range_only(protocol: str) -> None:
+    with hold("0.0.0.0", protocol) as port:
+        index = host.snapshot([protocol], ports=(port, port))
+        assert index.port_range == (port, port)
+        assert index.is_bound("127.0.0.1", port, protocol)
+        assert index.ports(protocol) == {port}
+        with pytest.raises(ValueError, match="read ports"):
+            index.is_bound("127.0.0.1", port + 1, protocol)
+        assert port not in host.snapshot([protocol], ports=(port + 1, 65535)).ports(protocol)
+    with pytest.raises(ValueError):
+        host.snapshot(ports=(2, 1))
+    with pytest.raises(ValueError):
+        host.snapshot(ports=(0, 10))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_kernel_applies_the_port_filter(protocol: str) -> None:
+    """The bytecode filter runs in the kernel: no socket outside the range is even sent."""
+    with hold("127.0.0.1", protocol) as low, hold("127.0.0.1", protocol) as high:
+        low, high = min(low, high), max(low, high)
+        request = host._DIAG_REQ.pack(socket.AF_INET, host._IPPROTO[protocol], 0, 0xFFFFFFFF)
+        request += host._port_filter(low, high)
+        seen = set()
+        with host._netlink(host._NETLINK_SOCK_DIAG) as sock:
+            for view, spans in host._dump(sock, host._SOCK_DIAG_BY_FAMILY, request, seq=7):
+                for start, _ in spans:
+                    seen.add(socket.ntohs(host._DIAG_MSG.unpack_from(view, start)[2]))
+        assert {low, high} <= seen
+        assert all(low <= port <= high for port in seen)
+
+
+@pytest.mark.usefixtures("proc_only")
+def test_the_proc_fallback_honours_the_port_range() -> None:
+    with hold("0.0.0.0", "tcp") as port:
+        index = host.snapshot(["tcp"], ports=(port, port))
+        assert index.sources == {"tcp": "proc"}
+        assert index.ports("tcp") == {port}
 
 
 # --- local addresses ------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ Is a port bound?
     The kernel's socket tables are the source of truth, read through ``sock_diag`` netlink (what
     ``ss`` uses) and, where that is refused, ``/proc/net/{tcp,tcp6,udp,udp6}``. A probe that binds
     the port instead would race real servers (for an instant *it* holds the port, and a server
-    starting then fails) and its answer would depend on the SO_REUSEADDR of both sides; see
-    moby#50054, where a bind() probe with SO_REUSEADDR missed wildcard-vs-specific clashes.
+    starting then fails) and its answer depends on the SO_REUSEADDR of both sides: with it on
+    both, Linux lets a UDP socket bind over a clashing one, and a TCP socket bind next to one that
+    has not listened yet (Docker's probes learned this: moby#50054, moby#50669).
 
     Which sockets count. The rule is "better to leak a port than hand it out twice", checked
     against what Linux actually refuses (tests/integration/test_host_checks.py):
@@ -18,8 +19,8 @@ Is a port bound?
       SO_REUSEADDR (and its owner will usually listen a moment later); an established connection,
       or its TIME_WAIT, made by a socket without SO_REUSEADDR refuses even a SO_REUSEADDR bind and
       listen (Docker's way). The diag tables do not show SO_REUSEADDR, so all of them count.
-      Bound-but-not-listening sockets are listed by ``sock_diag`` since Linux 6.7; the ``/proc``
-      fallback, and older kernels, cannot see them.
+      Bound-but-not-listening sockets are listed by ``sock_diag`` since Linux 6.8 ("tcp: Dump
+      bound-only sockets in inet_diag"); the ``/proc`` fallback and older kernels cannot see them.
     * UDP: every socket holding the port number, bound or connected.
 
     Which addresses clash, for one protocol and port number (Linux rules, SO_REUSEPORT aside):
@@ -210,9 +211,7 @@ class BoundIndex:
         if not 1 <= low <= high <= 65535:
             raise ValueError(f"ports must be (low, high) with 1 <= low <= high <= 65535: {ports}")
         started = time.perf_counter()
-        tables = {
-            protocol: _read_tables(_check_protocol(protocol), (low, high)) for protocol in protocols
-        }
+        tables = {protocol: _read_tables(_check_protocol(protocol), (low, high)) for protocol in protocols}
         elapsed = time.perf_counter() - started
         return cls(tables, elapsed, time.monotonic(), (low, high))
 
@@ -234,9 +233,7 @@ class BoundIndex:
             return True
         return dual_stack and raw == _WILDCARD[6] and bool(tables.v4.get(port))
 
-    def holders(
-        self, ip: str, port: int, protocol: str, *, dual_stack: bool = False
-    ) -> list[Holder]:
+    def holders(self, ip: str, port: int, protocol: str, *, dual_stack: bool = False) -> list[Holder]:
         """The sockets that make ``is_bound`` true, for a log line; empty when it is false."""
         tables = self._tables_for(protocol, port)
         family, raw = _packed(ip)
@@ -269,9 +266,7 @@ class BoundIndex:
         return tables
 
 
-def snapshot(
-    protocols: Iterable[str] = PROTOCOLS, *, ports: tuple[int, int] | None = None
-) -> BoundIndex:
+def snapshot(protocols: Iterable[str] = PROTOCOLS, *, ports: tuple[int, int] | None = None) -> BoundIndex:
     """Same as ``BoundIndex.snapshot``."""
     return BoundIndex.snapshot(protocols, ports=ports)
 
@@ -459,7 +454,7 @@ def _addresses_from_rtnetlink() -> set[str]:
 def _addresses_from_proc_and_ioctl() -> set[str]:
     found: set[str] = set()
     try:
-        with open("/proc/net/if_inet6", encoding="ascii") as table:
+        with open(_proc_net("if_inet6"), encoding="ascii") as table:
             for line in table:
                 fields = line.split()
                 if len(fields) >= 6 and not int(fields[4], 16) & _IFA_F_DADFAILED:
@@ -518,9 +513,7 @@ def _dump(
     Batches rather than single messages because a big socket table has tens of thousands of
     them. The buffer is reused: use a batch before asking for the next one.
     """
-    header = _NLMSGHDR.pack(
-        _NLMSGHDR.size + len(body), request_type, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0
-    )
+    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), request_type, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0)
     sock.sendto(header + body, (0, 0))
     buffer = bytearray(_RECV_BUFFER)
     view = memoryview(buffer)
