@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from lightd import __version__
+from lightd.adapters import host
 from lightd.adapters.sqlite_store import SqliteStore
 from lightd.config import Settings
 from lightd.core.changes import PutPort
@@ -41,7 +42,14 @@ class Lightd:
         self.token = settings.token
         self.store = SqliteStore(settings.database_path)
         self.firewall: Firewall = firewall or NoFirewall("not configured")
-        self.pool = PoolService(self.store, self.firewall)
+        pool = settings.section("pool")
+        self.pool = PoolService(
+            self.store,
+            self.firewall,
+            host=host,
+            host_check=bool(pool["host_check"]),
+            require_local_ip=bool(pool["require_local_ip"]),
+        )
 
     async def start(self) -> None:
         self.store.open()

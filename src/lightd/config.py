@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "pool": {
         # Seeded only when the database is created, like the original daemon.
         "initial_ports": [{"ip": "0.0.0.0", "ports": "25565-25569", "protocol": "tcp"}],
+        "host_check": True,
+        "require_local_ip": True,
     },
     "firewall": {"enabled": "auto", "chain": "LIGHTD"},
     "runtime": {"kind": "auto", "socket": "/var/run/docker.sock"},

@@ -266,7 +266,7 @@ class IptablesFirewall:
                 body += [f"-A {self.chain} {line.spec}" for line in foreign]
                 if not foreign:
                     body.append(f"-X {self.chain}")
-                await self._restore(family, Plan(family, body, state).script)
+                await self._restore(family, Plan(family, self.chain, body, []).script)
                 removed += state.tagged_count()
                 self._counts[family] = 0
         return {"removed": removed}
@@ -310,7 +310,7 @@ class IptablesFirewall:
         done: list[Plan] = []
         for plan in plans:
             if plan.empty:
-                self._counts[plan.family] = plan.after.tagged_count()
+                self._counts[plan.family] = plan.tagged_after
                 continue
             try:
                 await self._restore(plan.family, plan.script)
@@ -318,7 +318,7 @@ class IptablesFirewall:
                 await self._revert(done, states)
                 raise self._fail(exc) from None
             done.append(plan)
-            self._counts[plan.family] = plan.after.tagged_count()
+            self._counts[plan.family] = plan.tagged_after
         self._last_error = None
 
     async def _revert(self, done: list[Plan], states: dict[int, ChainState]) -> None:
@@ -368,8 +368,7 @@ class IptablesFirewall:
             )
         except FileNotFoundError:
             raise _NotFound(
-                f"The firewall command {full[0]} was not found; install iptables or turn the "
-                "firewall off.",
+                f"The firewall command {full[0]} was not found; install iptables or turn the firewall off.",
                 command=tool,
             ) from None
         except OSError as exc:
@@ -387,9 +386,7 @@ class IptablesFirewall:
                 ) from None
             raise
         if proc.returncode == NOT_FOUND:
-            raise _NotFound(
-                f"The firewall command {tool} was not found ({_first_lines(err)}).", command=tool
-            )
+            raise _NotFound(f"The firewall command {tool} was not found ({_first_lines(err)}).", command=tool)
         if proc.returncode != 0:
             what = "refused the batch, so no rule was changed" if stdin is not None else "failed"
             raise Unavailable(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -56,6 +55,7 @@ MAX_DRIFT_ITEMS = 50
 REBUILD_FACTOR = 2000
 
 _CHAIN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}")
+_PROTOCOLS = frozenset({"tcp", "udp"})
 _TAG_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _RESERVED = frozenset(
     {
@@ -99,24 +99,48 @@ def validate_tag(tag: str) -> str:
     return tag
 
 
+def _address(ip: object) -> tuple[int, str | None]:
+    """(family, canonical ip or None for a wildcard) of a checked address."""
+    try:
+        if not isinstance(ip, str):
+            raise TypeError
+        address = ipaddress.ip_address(ip)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"firewall: not a valid IP address: {ip!r}") from None
+    return address.version, None if address.is_unspecified else str(address)
+
+
+def _bad_port_or_protocol(port: object, protocol: object) -> InvalidInput | None:
+    if type(port) is not int or not 1 <= port <= 65535:
+        return InvalidInput(f"firewall: port must be an integer from 1 to 65535 (got {port!r})")
+    if protocol != "tcp" and protocol != "udp":
+        return InvalidInput(f"firewall: protocol must be tcp or udp (got {protocol!r})")
+    return None
+
+
 def rule_for(entry: Entry) -> Rule:
     """The rule of one pool entry; its fields are checked again before any argv sees them."""
-    try:
-        address = ipaddress.ip_address(entry.ip)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"firewall: not a valid IP address: {entry.ip!r}") from None
-    port = entry.port
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise InvalidInput(f"firewall: port must be an integer from 1 to 65535 (got {port!r})")
-    if entry.protocol not in ("tcp", "udp"):
-        raise InvalidInput(f"firewall: protocol must be tcp or udp (got {entry.protocol!r})")
-    ip = None if address.is_unspecified else str(address)
-    return Rule(address.version, entry.protocol, port, ip)
+    family, ip = _address(entry.ip)
+    error = _bad_port_or_protocol(entry.port, entry.protocol)
+    if error is not None:
+        raise error
+    return Rule(family, entry.protocol, entry.port, ip)
 
 
 def rules_for(entries: Iterable[Entry]) -> list[Rule]:
-    """Rules of the entries, each once, in first-seen order."""
-    return list(dict.fromkeys(rule_for(entry) for entry in entries))
+    """Rules of the entries, each once, in first-seen order (the same checks as rule_for, with
+    each distinct address parsed once: a pool has few addresses and up to 131,070 entries)."""
+    addresses: dict[str, tuple[int, str | None]] = {}
+    found: dict[Rule, None] = {}
+    for entry in entries:
+        ip, port, protocol = entry.ip, entry.port, entry.protocol
+        known = addresses.get(ip) if type(ip) is str else None
+        if known is None:
+            known = addresses[ip] = _address(ip)
+        if type(port) is not int or not 1 <= port <= 65535 or protocol not in _PROTOCOLS:
+            raise _bad_port_or_protocol(port, protocol) or InvalidInput("firewall: bad entry")
+        found[Rule(known[0], protocol, port, known[1])] = None
+    return list(found)
 
 
 def render_rule(rule: Rule, tag: str = DEFAULT_TAG) -> str:
@@ -232,14 +256,27 @@ def parse_save(text: str, family: int, chain: str, tag: str = DEFAULT_TAG) -> Ch
 
 @dataclass
 class Plan:
-    """One family's batch: the lines for ``iptables-restore --noflush`` and what it will change."""
+    """One family's batch: the lines for ``iptables-restore --noflush`` and what it will change.
+
+    The state after the batch is kept as the surviving lines plus the new rules, and only turned
+    into a :class:`ChainState` on demand: at 65,535 rules, building it eagerly costs more than
+    the rest of the planning together."""
 
     family: int
+    chain: str
     body: list[str]
-    after: ChainState
+    kept: list[Line]
+    new: list[Rule] = field(default_factory=list)
+    jumps: int = 0
+    exists: bool = True
+    tag: str = DEFAULT_TAG
     added: int = 0
     removed: int = 0
     drift: list[str] = field(default_factory=list)
+
+    @classmethod
+    def nothing(cls, state: ChainState) -> Plan:
+        return cls(state.family, state.chain, [], state.lines, [], state.jumps, state.chain_exists)
 
     @property
     def empty(self) -> bool:
@@ -250,6 +287,16 @@ class Plan:
         return ("*filter\n" + "".join(line + "\n" for line in self.body) + "COMMIT\n").encode(
             "utf-8", "surrogateescape"
         )
+
+    @property
+    def tagged_after(self) -> int:
+        """How many lines of the chain carry lightd's tag once the batch is applied."""
+        return sum(1 for line in self.kept if line.tagged) + len(self.new)
+
+    @property
+    def after(self) -> ChainState:
+        lines = self.kept + [Line(render_rule(rule, self.tag), rule, True) for rule in self.new]
+        return ChainState(self.family, self.chain, self.exists, self.jumps, lines)
 
 
 def _build(
@@ -268,36 +315,36 @@ def _build(
     if not state.chain_exists:
         # Only for an absent chain: with --noflush, declaring an existing user chain flushes it.
         body.append(f":{chain} - [0:0]")
-    kept = [line for i, line in enumerate(state.lines) if i not in delete]
+    append = f"-A {chain} "
     if delete:
+        kept = [line for i, line in enumerate(state.lines) if i not in delete]
         if len(delete) * len(state.lines) > REBUILD_FACTOR * len(kept):
             body.append(f"-F {chain}")
-            body.extend(f"-A {chain} {line.spec}" for line in kept)
+            body.extend([append + line.spec for line in kept])
         else:
-            body.extend(f"-D {chain} {state.lines[i].spec}" for i in sorted(delete))
-    new_lines = [Line(render_rule(rule, tag), rule, True) for rule in add]
-    body.extend(f"-A {chain} {line.spec}" for line in new_lines)
+            body.extend([f"-D {chain} {state.lines[i].spec}" for i in sorted(delete)])
+    else:
+        kept = state.lines
+    body.extend([append + render_rule(rule, tag) for rule in add])
     final_jumps = state.jumps if jumps is None else jumps
     if final_jumps > state.jumps:
-        if insert_jump:
-            body.extend(f"-I INPUT 1 {jump_spec(chain)}" for _ in range(final_jumps - state.jumps))
-        else:
-            body.extend(f"-A INPUT {jump_spec(chain)}" for _ in range(final_jumps - state.jumps))
+        how = "-I INPUT 1" if insert_jump else "-A INPUT"
+        body.extend([f"{how} {jump_spec(chain)}"] * (final_jumps - state.jumps))
     elif final_jumps < state.jumps:
-        body.extend(f"-D INPUT {jump_spec(chain)}" for _ in range(state.jumps - final_jumps))
-    after = ChainState(state.family, chain, True, final_jumps, kept + new_lines, state.backend)
+        body.extend([f"-D INPUT {jump_spec(chain)}"] * (state.jumps - final_jumps))
     removed = sum(1 for i in delete if state.lines[i].tagged)
-    return Plan(state.family, body, after, added=len(add), removed=removed)
+    return Plan(state.family, chain, body, kept, list(add), final_jumps, True, tag,
+                added=len(add), removed=removed)  # fmt: skip
 
 
 def open_plan(
     state: ChainState, rules: Sequence[Rule], tag: str = DEFAULT_TAG, *, insert_jump: bool = False
 ) -> Plan:
     """Add the rules not already present; make sure the chain exists and INPUT jumps to it."""
-    present = set(state.owned())
+    present = {line.rule for line in state.lines if line.rule is not None}
     add = [rule for rule in dict.fromkeys(rules) if rule not in present]
     if not add and state.chain_exists and state.jumps >= 1:
-        return Plan(state.family, [], state)
+        return Plan.nothing(state)
     return _build(state, set(), add, tag, jumps=max(state.jumps, 1), insert_jump=insert_jump)
 
 
@@ -306,7 +353,7 @@ def close_plan(state: ChainState, rules: Sequence[Rule], tag: str = DEFAULT_TAG)
     targets = set(rules)
     delete = {i for i, line in enumerate(state.lines) if line.rule in targets}
     if not delete:
-        return Plan(state.family, [], state)
+        return Plan.nothing(state)
     return _build(state, delete, [], tag, jumps=None)
 
 
@@ -318,7 +365,7 @@ def reconcile_plan(
     Untagged lines of the chain and every other chain are left alone."""
     desired = dict.fromkeys(rules)
     if not desired and not state.chain_exists:
-        return Plan(state.family, [], state)
+        return Plan.nothing(state)
     drift: list[str] = []
     if not state.chain_exists:
         drift.append(f"chain {state.chain} was missing")
@@ -328,24 +375,24 @@ def reconcile_plan(
             if state.jumps
             else f"INPUT did not jump to {state.chain}"
         )
-    seen: Counter[Rule] = Counter()
+    seen: set[Rule] = set()
     delete: set[int] = set()
     for i, line in enumerate(state.lines):
         if line.rule is not None:
-            seen[line.rule] += 1
             if line.rule not in desired:
                 delete.add(i)
                 drift.append(f"stale rule for {line.rule.label()} (no such pool entry)")
-            elif seen[line.rule] > 1:
+            elif line.rule in seen:
                 delete.add(i)
                 drift.append(f"duplicate rule for {line.rule.label()}")
+            seen.add(line.rule)
         elif line.tagged:
             delete.add(i)
             drift.append(f"unrecognised rule with lightd's tag: {line.spec}")
     add = [rule for rule in desired if rule not in seen]
     drift.extend(f"missing rule for {rule.label()}" for rule in add)
     if not delete and not add and state.chain_exists and state.jumps == 1:
-        return Plan(state.family, [], state)
+        return Plan.nothing(state)
     plan = _build(state, delete, add, tag, jumps=1, insert_jump=insert_jump)
     plan.drift = drift
     return plan
@@ -354,23 +401,22 @@ def reconcile_plan(
 def revert_plan(current: ChainState, before: ChainState, tag: str = DEFAULT_TAG) -> Plan:
     """The batch that puts the chain back exactly as ``before`` (lines, order and jumps)."""
     chain = current.chain
+    back = Plan.nothing(before)
     if not before.chain_exists:
-        if not current.chain_exists:
-            return Plan(current.family, [], current)
-        body = [f"-D INPUT {jump_spec(chain)}"] * current.jumps
-        body += [f"-F {chain}", f"-X {chain}"]
-        return Plan(current.family, body, before)
-    body = []
+        if current.chain_exists:
+            back.body = [f"-D INPUT {jump_spec(chain)}"] * current.jumps
+            back.body += [f"-F {chain}", f"-X {chain}"]
+        return back
     if not current.chain_exists:
-        body.append(f":{chain} - [0:0]")
+        back.body.append(f":{chain} - [0:0]")
     if [line.spec for line in current.lines] != [line.spec for line in before.lines]:
-        body.append(f"-F {chain}")
-        body.extend(f"-A {chain} {line.spec}" for line in before.lines)
+        back.body.append(f"-F {chain}")
+        back.body.extend(f"-A {chain} {line.spec}" for line in before.lines)
     if before.jumps > current.jumps:
-        body += [f"-A INPUT {jump_spec(chain)}"] * (before.jumps - current.jumps)
+        back.body += [f"-A INPUT {jump_spec(chain)}"] * (before.jumps - current.jumps)
     else:
-        body += [f"-D INPUT {jump_spec(chain)}"] * (current.jumps - before.jumps)
-    return Plan(current.family, body, before)
+        back.body += [f"-D INPUT {jump_spec(chain)}"] * (current.jumps - before.jumps)
+    return back
 
 
 def summarize_drift(drift: Sequence[str], limit: int = MAX_DRIFT_ITEMS) -> list[str]:

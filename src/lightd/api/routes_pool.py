@@ -11,9 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lightd.api.responses import json_response
-from lightd.api.schemas import AddPort, BulkDelete, EntryOut, SetUse, entry_out
+from lightd.api.schemas import AddPort, BulkAdd, BulkDelete, Claim, EntryOut, SetUse, entry_out
 from lightd.core.entry import parse_ip, parse_path_port, parse_protocol
-from lightd.errors import NoAvailablePorts, NotFound
+from lightd.core.ranges import parse_port_spec
+from lightd.errors import InvalidInput, NoAvailablePorts, NotFound
 from lightd.service.pool_service import PoolService
 
 __all__ = ["add_pool_routes"]
@@ -49,6 +50,19 @@ ProtocolQuery = Annotated[
     str | None,
     Query(description="tcp or udp; needed only when the ip:port exists for both"),
 ]
+
+
+def _query_int(value: str, field: str) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise InvalidInput(f"{field} must be a whole number of 0 or more (got {value!r})")
+    return int(value)
+
+
+def _query_bool(value: str, field: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"{field} must be true or false (got {value!r})")
+    return lowered in ("true", "1")
 
 
 def _entry_args(ip: str, port: str, protocol: str | None) -> tuple[str, int, str | None]:
@@ -100,9 +114,46 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
             201,
         )
 
-    @router.get("", summary="List all ports in the pool")
-    async def list_ports() -> Response:
-        entries = await service.list()
+    @router.get("", summary="List the ports in the pool (all of them without parameters)")
+    async def list_ports(
+        ip: Annotated[str | None, Query()] = None,
+        protocol: Annotated[str | None, Query(description="tcp or udp")] = None,
+        in_use: Annotated[str | None, Query(description="true or false")] = None,
+        limit: Annotated[str | None, Query(description="at most this many entries")] = None,
+        offset: Annotated[str | None, Query(description="skip this many entries first")] = None,
+    ) -> Response:
+        entries, total = await service.entries(
+            ip=None if ip is None else parse_ip(ip),
+            protocol=None if protocol is None else parse_protocol(protocol),
+            in_use=None if in_use is None else _query_bool(in_use, "in_use"),
+            limit=None if limit is None else _query_int(limit, "limit"),
+            offset=0 if offset is None else _query_int(offset, "offset"),
+        )
+        return json_response({"ports": [entry_out(e) for e in entries], "total": total})
+
+    @router.post("/bulk", status_code=201, summary="Add ports and ranges in one transaction")
+    async def bulk_add(body: BulkAdd) -> Response:
+        ports = parse_port_spec(body.ports)
+        added, skipped = await service.add_many(body.ip, body.protocols, ports, body.note)
+        return json_response(
+            {
+                "message": f"Added {len(added)} ports to pool",
+                "added_count": len(added),
+                "skipped_count": len(skipped),
+                "skipped": [
+                    {"ip": e.ip, "port": e.port, "protocol": e.protocol,
+                     "reason": "Port already exists in pool"}
+                    for e in skipped
+                ],
+            },
+            201,
+        )
+
+    @router.post("/claim", summary="Pick available ports at random and mark them in use, atomically")
+    async def claim(body: Claim) -> Response:
+        entries = await service.claim(
+            body.count, body.protocols, body.ip, body.contiguous, body.note
+        )
         return json_response({"ports": [entry_out(e) for e in entries]})
 
     @router.post("/bulk-delete", summary="Delete many ports in one transaction")

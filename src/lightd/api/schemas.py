@@ -7,10 +7,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from lightd.core.entry import Entry, parse_in_use, parse_ip, parse_port, parse_protocol
+from lightd.core.ranges import parse_port_spec, parse_protocols
 
 __all__ = [
     "AddPort",
+    "BulkAdd",
     "BulkDelete",
+    "Claim",
     "EntryOut",
     "PortRef",
     "SetUse",
@@ -61,6 +64,52 @@ class PortRef(Body):
 
 class BulkDelete(Body):
     ports: list[PortRef] = Field(max_length=131070)
+
+
+def _parse_protocols(value: Any) -> Any:
+    return "both" if parse_protocols(value) == ("tcp", "udp") else parse_protocols(value)[0]
+
+
+Protocols = Annotated[Literal["tcp", "udp", "both"], _value_error(_parse_protocols)]
+Flag = Annotated[bool, _value_error(lambda v: _strict_bool(v))]
+
+
+def _strict_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError("count must be an integer from 1 to 65535")
+    return value
+
+
+class Claim(Body):
+    count: Annotated[int, _value_error(_count)] = 1
+    ip: Ip | None = None
+    protocol: Protocols = "tcp"
+    contiguous: Flag = False
+    note: Note = None
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return parse_protocols(self.protocol)
+
+
+class BulkAdd(Body):
+    ip: Ip
+    protocol: Protocols = "tcp"
+    ports: Annotated[list[int | str], _value_error(parse_port_spec), Field(
+        examples=[[25565, "27015-27030"]],
+        description="port numbers and \"A-B\" ranges",
+    )]
+    note: Note = None
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return parse_protocols(self.protocol)
 
 
 class EntryOut(BaseModel):

@@ -13,16 +13,17 @@ group, so ``random`` costs O(groups), not O(entries).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from lightd.core.entry import Entry, Key, wildcard_of
 from lightd.core.randomset import RandomSet
 from lightd.errors import AlreadyExists, Ambiguous, PortNotFound
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "Reject"]
 
 Slot = tuple[int, int, str]
 Group = tuple[str, str]
+Reject = Callable[[Entry], bool]
 
 
 class Pool:
@@ -89,41 +90,51 @@ class Pool:
         rng: random.Random,
         ip: str | None = None,
         protocol: str | None = None,
-        exclude: set[Key] | None = None,
+        reject: Reject | None = None,
     ) -> Entry | None:
-        """A uniformly chosen available entry, or None. Changes nothing."""
-        groups = [
+        """A uniformly chosen available entry that ``reject`` does not refuse, or None.
+
+        Without ``reject`` this is O(groups). With it, a bounded number of random draws, then
+        a scan, so the answer stays exact when most entries are refused.
+        """
+        groups = self._groups(ip, protocol)
+        total = sum(len(members) for members in groups)
+        if total == 0:
+            return None
+        tries = 1 if reject is None else min(total, 32)
+        for _ in range(tries):
+            position = rng.randrange(total)
+            for members in groups:
+                if position < len(members):
+                    entry = self._entries[members.at(position)]
+                    if reject is None or not reject(entry):
+                        return entry
+                    break
+                position -= len(members)
+        if reject is None:  # pragma: no cover - the single draw above always lands
+            return None
+        for members in groups:
+            for key in members:
+                entry = self._entries[key]
+                if not reject(entry):
+                    return entry
+        return None
+
+    def available_in(self, ip: str, protocol: str) -> list[Entry]:
+        return [self._entries[key] for key in self._available.get((ip, protocol), ())]
+
+    def ips(self) -> list[str]:
+        """Every ip that has at least one available entry."""
+        return sorted({ip for (ip, _), members in self._available.items() if members})
+
+    def _groups(self, ip: str | None, protocol: str | None) -> list[RandomSet[Key]]:
+        return [
             members
             for (group_ip, group_protocol), members in self._available.items()
             if members
             and (ip is None or group_ip == ip)
             and (protocol is None or group_protocol == protocol)
         ]
-        total = sum(len(members) for members in groups)
-        if not exclude:
-            if total == 0:
-                return None
-            position = rng.randrange(total)
-            for members in groups:
-                if position < len(members):
-                    return self._entries[members.at(position)]
-                position -= len(members)
-        # A caller that skips entries (e.g. bound on the host) draws again a bounded number of
-        # times, then falls back to a scan so the answer is still exact.
-        for _ in range(min(total, 32)):
-            position = rng.randrange(total)
-            for members in groups:
-                if position < len(members):
-                    key = members.at(position)
-                    if exclude is None or key not in exclude:
-                        return self._entries[key]
-                    break
-                position -= len(members)
-        for members in groups:
-            for key in members:
-                if exclude is None or key not in exclude:
-                    return self._entries[key]
-        return None
 
     # -- changing ----------------------------------------------------------------------------
 

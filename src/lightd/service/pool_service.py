@@ -14,18 +14,21 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from lightd.core.changes import Change, DeletePort, put_port
+from lightd.core.choose import choose
 from lightd.core.entry import Entry, Key
 from lightd.core.pool import Pool
 from lightd.errors import (
     Ambiguous,
     Conflict,
+    InvalidInput,
     LightdError,
     NoAvailablePorts,
     NotFound,
     StorageError,
 )
 from lightd.service.committer import Committer
-from lightd.service.ports import Firewall, NoFirewall, Store
+from lightd.service.host_check import HostCheck
+from lightd.service.ports import Firewall, Host, NoFirewall, Store
 
 __all__ = ["BulkDeleteResult", "PoolService"]
 
@@ -45,9 +48,15 @@ class PoolService:
         store: Store,
         firewall: Firewall | None = None,
         rng: random.Random | None = None,
+        host: Host | None = None,
+        host_check: bool = True,
+        require_local_ip: bool = True,
     ) -> None:
         self.store = store
         self.firewall: Firewall = firewall or NoFirewall()
+        self.host = host
+        self.host_check = HostCheck(host if host_check else None)
+        self.require_local_ip = require_local_ip and host is not None
         # Port choice needs spread, not secrecy: the fast generator, seeded from the OS.
         self.rng = rng or random.Random()
         self.pool = Pool()
@@ -81,21 +90,47 @@ class PoolService:
         await self._settled()
         return self.pool.resolve(ip, port, protocol)
 
-    async def list(self) -> list[Entry]:
+    async def entries(
+        self,
+        ip: str | None = None,
+        protocol: str | None = None,
+        in_use: bool | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[Entry], int]:
+        """Entries in order, filtered, then paged; and how many matched before paging."""
         await self._settled()
-        return self.pool.entries()
+        entries = self.pool.entries()
+        if ip is not None or protocol is not None or in_use is not None:
+            entries = [
+                e for e in entries
+                if (ip is None or e.ip == ip)
+                and (protocol is None or e.protocol == protocol)
+                and (in_use is None or e.in_use == in_use)
+            ]
+        total = len(entries)
+        end = None if limit is None else offset + limit
+        return (entries[offset:end] if offset or end is not None else entries), total
 
     async def random(self, ip: str | None = None, protocol: str | None = None) -> Entry:
         if self.committer is not None and self.committer.busy:
             await self.committer.barrier()
-        entry = self.pool.random(self.rng, ip=ip, protocol=protocol)
+        entry = self.pool.random(self.rng, ip=ip, protocol=protocol, reject=self.host_check.reject())
         if entry is None:
             raise NoAvailablePorts()
         return entry
 
     # -- changing ----------------------------------------------------------------------------
 
+    def _require_local(self, ip: str) -> None:
+        if self.require_local_ip and self.host is not None and not self.host.is_local_address(ip):
+            raise InvalidInput(
+                f"ip {ip} is not an address of this host, so no server could bind it; add it to "
+                "an interface first, or set pool.require_local_ip to false"
+            )
+
     async def add(self, ip: str, port: int, protocol: str, note: str | None = None) -> Entry:
+        self._require_local(ip)
         entry = Entry(ip, port, protocol, note=note)
         self.pool.add(entry)  # raises AlreadyExists before anything else happens
         try:
@@ -109,6 +144,70 @@ class PoolService:
             await self._undo_firewall(self.firewall.close, [entry])
             raise
         return entry
+
+    async def add_many(
+        self, ip: str, protocols: Sequence[str], ports: Sequence[int], note: str | None = None
+    ) -> tuple[list[Entry], list[Entry]]:
+        """Add every (port, protocol) not in the pool yet, in one transaction.
+
+        Returns the entries added and the ones skipped because they existed already.
+        """
+        self._require_local(ip)
+        added: list[Entry] = []
+        skipped: list[Entry] = []
+        for protocol in protocols:
+            for port in ports:
+                existing = self.pool.get((ip, port, protocol))
+                if existing is not None:
+                    skipped.append(existing)
+                else:
+                    added.append(Entry(ip, port, protocol, note=note))
+        for entry in added:
+            self.pool.add(entry)
+        if not added:
+            await self._settled()
+            return added, skipped
+        try:
+            await self.firewall.open(added)
+        except BaseException:
+            for entry in added:
+                self.pool.remove(entry.key)
+            raise
+        try:
+            await self._save([put_port(e) for e in added])
+        except StorageError:
+            await self._undo_firewall(self.firewall.close, added)
+            raise
+        return added, skipped
+
+    async def claim(
+        self,
+        count: int,
+        protocols: tuple[str, ...] = ("tcp",),
+        ip: str | None = None,
+        contiguous: bool = False,
+        note: str | None = None,
+        container: str | None = None,
+    ) -> list[Entry]:
+        """Pick ``count`` available port numbers and mark them in use, all in one transaction."""
+        entries = self.choose(count, protocols, ip, contiguous)
+        for entry in entries:
+            self.pool.set_in_use(entry, True, container)
+            if note is not None:
+                self.pool.set_note(entry, note)
+        await self._save([put_port(e) for e in entries])
+        return entries
+
+    def choose(
+        self, count: int, protocols: tuple[str, ...], ip: str | None = None, contiguous: bool = False
+    ) -> list[Entry]:
+        """Available entries to claim, none bound on the host; raises NoAvailablePorts."""
+        picked = choose(
+            self.pool, self.rng, count, protocols, ip, contiguous, self.host_check.reject()
+        )
+        if picked is None:
+            raise NoAvailablePorts()
+        return [entry for item in picked for entry in item]
 
     async def set_use(
         self, ip: str, port: int, protocol: str | None, in_use: bool

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from lightd.core.changes import Change
 from lightd.core.entry import Entry
 
-__all__ = ["Firewall", "NoFirewall", "Store"]
+__all__ = ["BoundPorts", "Firewall", "Host", "NoFirewall", "Store"]
 
 
 class Store(Protocol):
@@ -60,3 +60,21 @@ class NoFirewall:
 
     def status(self) -> dict[str, Any]:
         return {"enabled": False, "reason": self.reason}
+
+
+class BoundPorts(Protocol):
+    """A snapshot of the ports other processes on this host hold."""
+
+    def is_bound(self, ip: str, port: int, protocol: str) -> bool: ...
+
+
+class Host(Protocol):
+    """What lightd asks of the host's network stack."""
+
+    def snapshot(
+        self, protocols: Sequence[str], *, ports: tuple[int, int] | None = None
+    ) -> BoundPorts:
+        """The ports bound right now, for these protocols (and this range, if given)."""
+
+    def is_local_address(self, ip: str) -> bool:
+        """Whether some interface carries ``ip``; wildcards and loopback always pass."""
