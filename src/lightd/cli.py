@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 import typer
 
+from lightd.client import Client, ClientError
 from lightd.config import (
     config_path,
     load_or_create,
@@ -16,7 +19,10 @@ from lightd.config import (
     validate_token,
     write_config,
 )
+from lightd.core.ranges import parse_port_spec
 from lightd.errors import LightdError
+
+T = TypeVar("T")
 
 __all__ = ["app", "main"]
 
@@ -125,6 +131,115 @@ def _store_token(config: str | None, token: str) -> None:
     write_config(path, raw)
     typer.echo(token)
     typer.echo("A running lightd uses the new token after it restarts.", err=True)
+
+
+# -- operators' commands, over the running daemon's HTTP API ------------------------------------
+
+ports_app = typer.Typer(no_args_is_help=True, help="Look at and change the pool of the running daemon.")
+app.add_typer(ports_app, name="ports")
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="lightd's address (default: from the config file)")
+]
+CHUNK = 4096
+
+
+def _client(config: str | None, url: str | None) -> Client:
+    import os
+
+    token = os.environ.get("LIGHTD_TOKEN")
+    if token and url:
+        return Client(url, token)
+    try:
+        return Client.from_config(config_path(config), url=url)
+    except LightdError as exc:
+        _fail(exc.message)
+        raise  # unreachable: _fail exits
+
+
+def _run(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except ClientError as exc:
+        _fail(exc.message)
+        raise  # unreachable: _fail exits
+
+
+@ports_app.command("add")
+def ports_add(
+    ip: Annotated[str, typer.Argument(help="0.0.0.0, :: or an address of this host")],
+    ports: Annotated[list[str], typer.Argument(help="ports and ranges: 25565 27015-27030 ...")],
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="tcp, udp or both")] = "tcp",
+    note: Annotated[str | None, typer.Option(help="a note kept with each entry")] = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Add ports and ranges to the pool; existing entries are left as they are."""
+    try:
+        numbers = parse_port_spec([int(p) if p.isdigit() else p for p in ports])
+    except LightdError as exc:
+        _fail(exc.message)
+        return
+    chunks = [numbers[i:i + CHUNK] for i in range(0, len(numbers), CHUNK)]
+    added = skipped = 0
+    # One call per chunk of 4096 numbers, so a big range shows progress; each call is atomic.
+    with (
+        _client(config, url) as client,
+        typer.progressbar(chunks, label="adding", hidden=len(chunks) < 2, file=sys.stderr) as bar,
+    ):
+        for chunk in bar:
+            result = _run(partial(client.add_range, ip, chunk, protocol, note))
+            added += result["added_count"]
+            skipped += result["skipped_count"]
+    typer.echo(f"added {added} entries, {skipped} already in the pool")
+
+
+@ports_app.command("ls")
+def ports_ls(
+    free: Annotated[bool, typer.Option("--free", help="only entries not in use")] = False,
+    used: Annotated[bool, typer.Option("--used", help="only entries in use")] = False,
+    ip: Annotated[str | None, typer.Option(help="only this ip")] = None,
+    protocol: Annotated[str | None, typer.Option("--protocol", "-p", help="tcp or udp")] = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+) -> None:
+    """List the pool as a table."""
+    if free and used:
+        _fail("--free and --used exclude each other")
+    in_use = True if used else False if free else None
+    with _client(config, url) as client:
+        entries = _run(lambda: client.list_ports(ip=ip, protocol=protocol, in_use=in_use))
+    typer.echo(_table(entries))
+
+
+@ports_app.command("claim")
+def ports_claim(
+    count: Annotated[int, typer.Option("--count", "-n", help="how many port numbers")] = 1,
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="tcp, udp or both")] = "tcp",
+    ip: Annotated[str | None, typer.Option(help="only on this ip")] = None,
+    contiguous: Annotated[bool, typer.Option(help="consecutive numbers on one ip")] = False,
+    note: Annotated[str | None, typer.Option(help="a note kept with each entry")] = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Pick available ports at random and mark them in use, atomically."""
+    with _client(config, url) as client:
+        entries = _run(lambda: client.claim(count, ip, protocol, contiguous, note))
+    typer.echo(_table(entries))
+
+
+def _table(entries: list[dict[str, Any]]) -> str:
+    header = ("IP", "PORT", "PROTO", "IN USE", "CONTAINER", "NOTE")
+    rows = [
+        (e["ip"], str(e["port"]), e["protocol"], "yes" if e["in_use"] else "no",
+         e.get("container") or "-", e.get("note") or "")
+        for e in entries
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+             for row in [header, *rows]]
+    lines.append(f"{len(rows)} entries")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ class HostCheck:
         self.max_age = max_age
         self._snapshot: BoundPorts | None = None
         self._taken_at = 0.0
+        self._max_age = max_age
 
     @property
     def enabled(self) -> bool:
@@ -38,8 +39,15 @@ class HostCheck:
         if self.host is None:
             return None
         now = time.monotonic()
-        if self._snapshot is None or now - self._taken_at > self.max_age:
-            self._snapshot = self.host.snapshot(PROTOCOLS)
+        if self._snapshot is None or now - self._taken_at > self._max_age:
+            try:
+                self._snapshot = self.host.snapshot(PROTOCOLS)
+            except OSError as exc:
+                log.warning("cannot read this host's socket tables, not checking: %s", exc)
+                return None
+            took = time.monotonic() - now
+            # On a host with very many sockets a snapshot costs more: keep it under ~10% of time.
+            self._max_age = max(self.max_age, 10 * took)
             self._taken_at = now
         return self._snapshot
 

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["Client", "ClientError"]
+
+VENDOR = "Application/vnd.pkglatv1+json"
+Json = dict[str, Any]
+
+
+class ClientError(Exception):
+    """lightd answered with an error: its status and its one-sentence message."""
+
+    def __init__(self, status: int, message: str, body: Json | None = None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.body = body or {}
+
+
+class Client:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}", "Accept": VENDOR},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_config(cls, path: Path, url: str | None = None, **options: Any) -> Client:
+        """A client for the daemon that the config file at ``path`` describes."""
+        from lightd.config import load_or_create
+
+        settings = load_or_create(path)
+        host = settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return cls(url or f"http://{host}:{settings.port}", settings.token, **options)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Json:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(0, f"cannot reach lightd at {self._http.base_url}: {exc}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text or response.reason_phrase}
+        if response.status_code >= 400:
+            raise ClientError(response.status_code, str(body.get("error", body)), body)
+        return body  # type: ignore[no-any-return]
+
+    # -- the seed's endpoints ----------------------------------------------------------------
+
+    def ping(self) -> bool:
+        return self._call("GET", "/api/v1/public/ping").get("status") == "ok"
+
+    def add(self, ip: str, port: int, protocol: str = "tcp", note: str | None = None) -> Json:
+        body: Json = {"ip": ip, "port": port, "protocol": protocol}
+        if note is not None:
+            body["note"] = note
+        return self._call("POST", "/network/ports", json=body)
+
+    def get(self, ip: str, port: int, protocol: str | None = None) -> Json:
+        return self._call("GET", f"/network/ports/{ip}/{port}", params=_only(protocol=protocol))
+
+    def list_ports(
+        self,
+        ip: str | None = None,
+        protocol: str | None = None,
+        in_use: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Json]:
+        params = _only(ip=ip, protocol=protocol, limit=limit, offset=offset,
+                       in_use=None if in_use is None else str(in_use).lower())
+        ports: list[Json] = self._call("GET", "/network/ports", params=params)["ports"]
+        return ports
+
+    def random(self, ip: str | None = None, protocol: str | None = None) -> Json:
+        return self._call("GET", "/network/ports/random", params=_only(ip=ip, protocol=protocol))
+
+    def use(self, ip: str, port: int, in_use: bool, protocol: str | None = None) -> Json:
+        return self._call("PUT", f"/network/ports/{ip}/{port}/use", json={"in_use": in_use},
+                          params=_only(protocol=protocol))
+
+    def delete(self, ip: str, port: int, protocol: str | None = None) -> Json:
+        return self._call("DELETE", f"/network/ports/{ip}/{port}", params=_only(protocol=protocol))
+
+    def bulk_delete(self, entries: Iterable[Json]) -> Json:
+        return self._call("POST", "/network/ports/bulk-delete", json={"ports": list(entries)})
+
+    # -- allocation ----------------------------------------------------------------------------
+
+    def add_range(self, ip: str, ports: Sequence[int | str], protocol: str = "tcp",
+                  note: str | None = None) -> Json:
+        body: Json = {"ip": ip, "protocol": protocol, "ports": list(ports)}
+        if note is not None:
+            body["note"] = note
+        return self._call("POST", "/network/ports/bulk", json=body)
+
+    def claim(self, count: int = 1, ip: str | None = None, protocol: str = "tcp",
+              contiguous: bool = False, note: str | None = None) -> list[Json]:
+        body: Json = {"count": count, "protocol": protocol, "contiguous": contiguous}
+        body.update(_only(ip=ip, note=note))
+        ports: list[Json] = self._call("POST", "/network/ports/claim", json=body)["ports"]
+        return ports
+
+    def status(self) -> Json:
+        return self._call("GET", "/api/v1/status")
+
+
+def _only(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
