@@ -20,12 +20,14 @@ the firewall of another network namespace (tests use it so they never touch the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lightd.adapters.iptables_rules import (
@@ -146,6 +148,21 @@ def _problem(prefix: list[str], binary: str, probe: bool, timeout: float) -> tup
     return None, backend_of(done.stdout.decode("utf-8", "replace")) or binary
 
 
+@contextlib.contextmanager
+def _gc_paused(size: int) -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large batch is planned (synchronous code, no
+    await inside): the collector would otherwise walk every live object several times while the
+    tens of thousands of small tuples of a 65,535-rule batch are made, about a third of the time."""
+    if size < 5000 or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class _NotFound(Unavailable):
     """The iptables tool of a family is not installed (or not found through the prefix)."""
 
@@ -205,7 +222,8 @@ class IptablesFirewall:
 
     async def reconcile(self, entries: Sequence[Entry]) -> dict[str, Any]:
         """Make lightd's chains hold exactly one rule per entry and INPUT jump to them once."""
-        rules = rules_for(entries)
+        with _gc_paused(len(entries)):
+            rules = rules_for(entries)
         by_family = {4: [r for r in rules if r.family == 4], 6: [r for r in rules if r.family == 6]}
         async with self._lock:
             states: dict[int, ChainState] = {}
@@ -216,8 +234,9 @@ class IptablesFirewall:
                     if wanted:
                         raise self._fail(exc) from None
                     self._unavailable[family] = exc.message
-            plans = [reconcile_plan(s, by_family[f], self.tag, insert_jump=self.insert_jump)
-                     for f, s in states.items()]  # fmt: skip
+            with _gc_paused(len(rules) + sum(len(state.lines) for state in states.values())):
+                plans = [reconcile_plan(s, by_family[f], self.tag, insert_jump=self.insert_jump)
+                         for f, s in states.items()]  # fmt: skip
             await self._apply(states, plans)
         drift = [item for plan in plans for item in plan.drift]
         report: dict[str, Any] = {
@@ -285,7 +304,8 @@ class IptablesFirewall:
     # --- internals ----------------------------------------------------------------------------
 
     async def _change(self, entries: Sequence[Entry], kind: str) -> None:
-        rules = rules_for(entries)
+        with _gc_paused(len(entries)):
+            rules = rules_for(entries)
         if not rules:
             return
         families = sorted({rule.family for rule in rules})
@@ -297,12 +317,13 @@ class IptablesFirewall:
                 except Unavailable as exc:
                     raise self._fail(exc) from None
             plans = []
-            for family, state in states.items():
-                mine = [rule for rule in rules if rule.family == family]
-                if kind == "open":
-                    plans.append(open_plan(state, mine, self.tag, insert_jump=self.insert_jump))
-                else:
-                    plans.append(close_plan(state, mine, self.tag))
+            with _gc_paused(len(rules) + sum(len(state.lines) for state in states.values())):
+                for family, state in states.items():
+                    mine = [rule for rule in rules if rule.family == family]
+                    if kind == "open":
+                        plans.append(open_plan(state, mine, self.tag, insert_jump=self.insert_jump))
+                    else:
+                        plans.append(close_plan(state, mine, self.tag))
             await self._apply(states, plans)
 
     async def _apply(self, states: dict[int, ChainState], plans: list[Plan]) -> None:
@@ -346,7 +367,8 @@ class IptablesFirewall:
         save, _ = _tools(self.binary, family)
         out = await self._run([save, "-t", "filter"], None)
         text = out.decode("utf-8", "surrogateescape")
-        state = parse_save(text, family, self.chain, self.tag)
+        with _gc_paused(len(text) // 64):
+            state = parse_save(text, family, self.chain, self.tag)
         if state.backend:
             self._backend = state.backend
         self._unavailable.pop(family, None)

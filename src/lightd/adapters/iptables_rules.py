@@ -66,6 +66,9 @@ _RESERVED = frozenset(
 )  # fmt: skip
 
 
+_new_rule = tuple.__new__  # Rule(...) without the Python-level __new__: 65,535 of them add up
+
+
 class Rule(NamedTuple):
     """One ACCEPT rule: ``ip`` is None for a wildcard entry (no ``-d``)."""
 
@@ -139,7 +142,7 @@ def rules_for(entries: Iterable[Entry]) -> list[Rule]:
             known = addresses[ip] = _address(ip)
         if type(port) is not int or not 1 <= port <= 65535 or protocol not in _PROTOCOLS:
             raise _bad_port_or_protocol(port, protocol) or InvalidInput("firewall: bad entry")
-        found[Rule(known[0], protocol, port, known[1])] = None
+        found[_new_rule(Rule, (known[0], protocol, port, known[1]))] = None
     return list(found)
 
 
@@ -150,6 +153,22 @@ def render_rule(rule: Rule, tag: str = DEFAULT_TAG) -> str:
         f"{dest}-p {rule.protocol} -m {rule.protocol} --dport {rule.port} "
         f"-m comment --comment {tag} -j ACCEPT"
     )
+
+
+def _render_many(head: str, rules: Sequence[Rule], tag: str) -> list[str]:
+    """``head + render_rule(rule, tag)`` for each rule, with the parts before and after the port
+    built once per (family, protocol, ip)."""
+    parts: dict[tuple[int, str, str | None], tuple[str, str]] = {}
+    lines = []
+    for rule in rules:
+        family, protocol, port, ip = rule
+        key = (family, protocol, ip)
+        known = parts.get(key)
+        if known is None:
+            before, _, after = render_rule(Rule(family, protocol, 0, ip), tag).partition(" --dport 0 ")
+            known = parts[key] = (f"{head}{before} --dport ", f" {after}")
+        lines.append(f"{known[0]}{port}{known[1]}")
+    return lines
 
 
 def jump_spec(chain: str) -> str:
@@ -284,9 +303,8 @@ class Plan:
 
     @property
     def script(self) -> bytes:
-        return ("*filter\n" + "".join(line + "\n" for line in self.body) + "COMMIT\n").encode(
-            "utf-8", "surrogateescape"
-        )
+        body = "\n".join(["*filter", *self.body, "COMMIT", ""])
+        return body.encode("utf-8", "surrogateescape")
 
     @property
     def tagged_after(self) -> int:
@@ -325,7 +343,7 @@ def _build(
             body.extend([f"-D {chain} {state.lines[i].spec}" for i in sorted(delete)])
     else:
         kept = state.lines
-    body.extend([append + render_rule(rule, tag) for rule in add])
+    body.extend(_render_many(append, add, tag))
     final_jumps = state.jumps if jumps is None else jumps
     if final_jumps > state.jumps:
         how = "-I INPUT 1" if insert_jump else "-A INPUT"
@@ -342,7 +360,8 @@ def open_plan(
 ) -> Plan:
     """Add the rules not already present; make sure the chain exists and INPUT jumps to it."""
     present = {line.rule for line in state.lines if line.rule is not None}
-    add = [rule for rule in dict.fromkeys(rules) if rule not in present]
+    unique = list(dict.fromkeys(rules))
+    add = [rule for rule in unique if rule not in present] if present else unique
     if not add and state.chain_exists and state.jumps >= 1:
         return Plan.nothing(state)
     return _build(state, set(), add, tag, jumps=max(state.jumps, 1), insert_jump=insert_jump)

@@ -11,7 +11,9 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from lightd import __version__
+from lightd.api import hot
 from lightd.api.errors import install_error_handlers
+from lightd.api.hot import FastPath
 from lightd.api.middleware import GuardMiddleware
 from lightd.api.responses import json_response
 from lightd.api.routes_pool import add_pool_routes
@@ -55,7 +57,7 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.get("/api/v1/public/ping", tags=["health"], summary="Health check, no token needed")
     async def ping() -> Response:
-        return json_response({"status": "ok"})
+        return json_response(hot.ping())
 
     # Hot routes first (the router tries them in order): ping, then random and the pool.
     add_pool_routes(app, daemon.pool)
@@ -66,6 +68,8 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     _docs_last(app)
     _document_security(app)
+    # Added last, runs first: the guard, then the fast path for the hottest routes.
+    app.add_middleware(FastPath, service=daemon.pool)
     app.add_middleware(GuardMiddleware, token=daemon.token)
     return app
 

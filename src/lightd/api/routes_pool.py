@@ -10,11 +10,12 @@ from fastapi import FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lightd.api import hot
 from lightd.api.responses import json_response
 from lightd.api.schemas import AddPort, BulkAdd, BulkDelete, Claim, EntryOut, SetUse, entry_out
 from lightd.core.entry import parse_ip, parse_path_port, parse_protocol
 from lightd.core.ranges import parse_port_spec
-from lightd.errors import InvalidInput, NoAvailablePorts, NotFound
+from lightd.errors import InvalidInput
 from lightd.service.pool_service import PoolService
 
 __all__ = ["add_pool_routes"]
@@ -87,18 +88,8 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
              "schema": {"type": "string", "enum": ["tcp", "udp"]}},
         ]},
     )
-    async def random_port(request: Request) -> Response:
-        # The hottest route: query read by hand, skipping FastAPI's per-parameter machinery.
-        query = request.query_params
-        ip, protocol = query.get("ip"), query.get("protocol")
-        wanted_ip = None if ip is None else parse_ip(ip)
-        wanted_protocol = None if protocol is None else parse_protocol(protocol)
-        try:
-            entry = await service.random(wanted_ip, wanted_protocol)
-        except NoAvailablePorts as exc:
-            raise NotFound(exc.message) from None  # CONTRACT.md: 404 for random only
-        return json_response(entry_out(entry))
-
+    async def random(request: Request) -> Response:
+        return json_response(await hot.random_port(service, request.query_params))
 
     @router.post("", status_code=201, summary="Add a port to the pool")
     async def add_port(body: AddPort) -> Response:
@@ -151,10 +142,7 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
 
     @router.post("/claim", summary="Pick available ports at random and mark them in use, atomically")
     async def claim(body: Claim) -> Response:
-        entries = await service.claim(
-            body.count, body.protocols, body.ip, body.contiguous, body.note
-        )
-        return json_response({"ports": [entry_out(e) for e in entries]})
+        return json_response(await hot.claim_ports(service, body))
 
     @router.post("/bulk-delete", summary="Delete many ports in one transaction")
     async def bulk_delete(body: BulkDelete) -> Response:

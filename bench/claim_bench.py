@@ -1,0 +1,105 @@
+"""Issue 3's figures, in one run against real `lightd serve` processes.
+
+- durable claims per second (POST /network/ports/claim, count 1) with 64 concurrent keep-alive
+  clients, next to the same daemon's ping rate, and how many ports were handed out twice;
+- the time to add 0.0.0.0:1-65535/tcp in one POST /network/ports/bulk (firewall off).
+
+Medians over rounds, since the machine is shared. Loopback only.
+Run: .venv/bin/python bench/claim_bench.py [--rounds 5] [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.loadgen import run_load  # noqa: E402
+from bench.pool_bench import full_range, make_daemon  # noqa: E402
+from tests.conftest import HEADERS  # noqa: E402
+
+
+def claim_round(daemon, seconds: float, connections: int) -> tuple[float, list[tuple]]:
+    result = asyncio.run(run_load(
+        "127.0.0.1", daemon.port, "/network/ports/claim", HEADERS, connections, seconds,
+        method="POST", bodies=[b'{"count": 1}'], keep_bodies=True,
+    ))
+    if result.errors:
+        raise SystemExit(f"claims failed: {result.statuses}")
+    claimed = []
+    for body in result.bodies:
+        for port in orjson.loads(body)["ports"]:
+            claimed.append((port["ip"], port["port"], port["protocol"]))
+    return result.rate, claimed
+
+
+def ping_round(daemon, seconds: float, connections: int) -> float:
+    return asyncio.run(run_load("127.0.0.1", daemon.port, "/api/v1/public/ping", {}, connections,
+                                seconds)).rate
+
+
+def range_add_seconds() -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        daemon = make_daemon(Path(folder), [])
+        daemon.start()
+        try:
+            started = time.perf_counter()
+            response = httpx.post(daemon.url + "/network/ports/bulk", headers=HEADERS, timeout=60,
+                                  json={"ip": "0.0.0.0", "protocol": "tcp", "ports": ["1-65535"]})
+            took = time.perf_counter() - started
+            assert response.status_code == 201 and response.json()["added_count"] == 65535
+        finally:
+            daemon.stop()
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+
+    claims, pings, everything = [], [], []
+    with tempfile.TemporaryDirectory() as folder:
+        daemon = make_daemon(Path(folder), full_range())
+        daemon.start()
+        try:
+            ping_round(daemon, 0.5, args.connections)
+            for _ in range(args.rounds):
+                rate, claimed = claim_round(daemon, args.seconds, args.connections)
+                claims.append(rate)
+                everything += claimed
+                pings.append(ping_round(daemon, args.seconds, args.connections))
+            marked = httpx.get(daemon.url + "/network/ports?in_use=true", headers=HEADERS,
+                               timeout=60).json()["total"]
+        finally:
+            daemon.stop()
+    duplicates = sum(n - 1 for n in Counter(everything).values() if n > 1)
+    adds = [range_add_seconds() for _ in range(3)]
+
+    claim_rate, ping_rate = statistics.median(claims), statistics.median(pings)
+    print(f"rounds={args.rounds} x {args.seconds}s, {args.connections} concurrent keep-alive "
+          "clients, medians")
+    print(f"{'durable claims/s (POST /network/ports/claim)':<50}{claim_rate:>10.0f}")
+    print(f"{'GET /api/v1/public/ping/s (same daemon)':<50}{ping_rate:>10.0f}")
+    print(f"ratio claims / ping: {claim_rate / ping_rate:.2f}x  (target >= 0.50)")
+    print(f"ports claimed: {len(everything)}, handed out twice: {duplicates}  (must be 0); "
+          f"marked in use in the pool afterwards: {marked}")
+    print("add 0.0.0.0:1-65535/tcp in one call, median of 3: "
+          f"{statistics.median(adds):.3f}s  (target < 1 s; runs: "
+          + ", ".join(f"{a:.3f}" for a in adds) + ")")
+
+
+if __name__ == "__main__":
+    main()
