@@ -6,15 +6,17 @@ import logging
 from typing import Any
 
 from lightd import __version__
-from lightd.adapters import host
+from lightd.adapters import engine as engines
+from lightd.adapters import host, iptables
 from lightd.adapters.sqlite_store import SqliteStore
 from lightd.config import Settings
 from lightd.core.changes import PutPort
 from lightd.core.entry import parse_ip
 from lightd.core.ranges import parse_port_spec, parse_protocols
-from lightd.errors import InvalidInput
+from lightd.errors import InvalidInput, LightdError
+from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
-from lightd.service.ports import Firewall, NoFirewall
+from lightd.service.ports import Engine, Firewall, NoFirewall
 
 __all__ = ["Lightd", "build"]
 
@@ -34,14 +36,47 @@ def initial_changes(spec: list[dict[str, Any]]) -> list[PutPort]:
     return changes
 
 
+def choose_firewall(settings: Settings) -> tuple[Firewall, str]:
+    """iptables when ``firewall.enabled`` allows it and it can work; else none, saying why."""
+    section = settings.section("firewall")
+    netns = section.get("netns")
+    prefix = iptables.netns_prefix(str(netns)) if netns else []
+    on, reason = iptables.detect(section["enabled"], prefix)  # raises if "true" cannot work
+    if not on:
+        return NoFirewall(reason), "none"
+    chain = str(section.get("chain") or "LIGHTD")
+    firewall = iptables.IptablesFirewall(
+        chain, prefix, insert_jump=bool(section.get("insert_jump", False)), reason=reason
+    )
+    return firewall, "iptables"
+
+
+def choose_engine(settings: Settings) -> tuple[Engine, str]:
+    section = settings.section("runtime")
+    engine, reason = engines.detect(str(section["kind"]), str(section["socket"]))
+    return engine, reason
+
+
 class Lightd:
     """The running daemon: settings, adapters and services, started and stopped together."""
 
-    def __init__(self, settings: Settings, firewall: Firewall | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        firewall: Firewall | None = None,
+        engine: Engine | None = None,
+    ) -> None:
         self.settings = settings
         self.token = settings.token
         self.store = SqliteStore(settings.database_path)
-        self.firewall: Firewall = firewall or NoFirewall("not configured")
+        if firewall is None:
+            firewall, _ = choose_firewall(settings)
+        self.firewall: Firewall = firewall
+        if engine is None:
+            engine, self.runtime_reason = choose_engine(settings)
+        else:
+            self.runtime_reason = f"{engine.kind} engine given by the caller"
+        self.engine: Engine = engine
         pool = settings.section("pool")
         self.pool = PoolService(
             self.store,
@@ -50,6 +85,11 @@ class Lightd:
             host_check=bool(pool["host_check"]),
             require_local_ip=bool(pool["require_local_ip"]),
         )
+        runtime = settings.section("runtime")
+        self.containers = ContainerService(
+            self.pool, self.engine, stop_timeout=int(runtime.get("stop_timeout", 10))
+        )
+        self.startup: dict[str, Any] = {}
 
     async def start(self) -> None:
         self.store.open()
@@ -60,9 +100,36 @@ class Lightd:
         self.pool.load()
         self.pool.start()
         log.info("pool loaded: %d entries from %s", len(self.pool.pool), self.store.path)
+        await self._reconcile_firewall()
+        await self._reconcile_containers()
+
+    async def _reconcile_firewall(self) -> None:
+        try:
+            report = await self.firewall.reconcile(self.pool.pool.entries())
+        except LightdError as exc:
+            # With firewall.enabled true the daemon must not run without its rules.
+            if str(self.settings.section("firewall")["enabled"]).lower() in ("true", "on"):
+                raise
+            log.error("firewall reconcile failed; serving without it: %s", exc.message)
+            self.startup["firewall"] = {"error": exc.message}
+            return
+        self.startup["firewall"] = report
+        log.info("firewall reconciled: %s", report)
+
+    async def _reconcile_containers(self) -> None:
+        try:
+            report = await self.containers.reconcile()
+        except LightdError as exc:
+            log.error("containers not reconciled with the engine: %s", exc.message)
+            self.startup["containers"] = {"error": exc.message}
+            return
+        self.startup["containers"] = report
+        if report["rolled_back"] or report["missing"]:
+            log.warning("containers reconciled: %s", report)
 
     async def stop(self) -> None:
         await self.pool.stop()
+        await self.containers.close()
         self.store.close()
 
     def status(self) -> dict[str, Any]:
@@ -72,8 +139,13 @@ class Lightd:
                 "entries": len(self.pool.pool),
                 "available": self.pool.pool.available_count(),
                 "database": str(self.store.path),
+                "host_check": self.pool.host_check.enabled,
+                "require_local_ip": self.pool.require_local_ip,
             },
             "firewall": self.firewall.status(),
+            "runtime": {"kind": self.engine.kind, "reason": self.runtime_reason,
+                        "containers": len(self.containers.containers)},
+            "startup": self.startup,
         }
 
 

@@ -35,7 +35,6 @@ import re
 import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict
 from urllib.parse import urlsplit
 
@@ -44,6 +43,7 @@ import docker.errors  # type: ignore[import-untyped, unused-ignore]
 import requests.exceptions  # type: ignore[import-untyped, unused-ignore]
 
 from lightd.adapters import host as host_sockets
+from lightd.core.containers import Binding
 from lightd.errors import InvalidInput, LightdError, NotFound, Unavailable
 
 __all__ = [
@@ -68,21 +68,6 @@ RuntimeKind = Literal["auto", "docker", "none"]
 
 # What Docker accepts as a container name.
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,252}$")
-
-
-@dataclass(frozen=True, order=True)
-class Binding:
-    """One published port: ``host_ip:host_port/protocol`` on the host to ``container_port``."""
-
-    host_ip: str
-    host_port: int
-    protocol: str
-    container_port: int
-
-    @property
-    def port_key(self) -> str:
-        """The engine's name of the container side, e.g. ``"8080/tcp"``."""
-        return f"{self.container_port}/{self.protocol}"
 
 
 class ContainerInfo(TypedDict):

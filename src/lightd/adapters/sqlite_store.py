@@ -8,11 +8,11 @@ so a PostgreSQL store only has to implement the same four methods.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import groupby
 from pathlib import Path
 
-from lightd.core.changes import Change, DeletePort, PutPort
+from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
 from lightd.core.entry import Entry
 from lightd.errors import StorageError
 
@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS ports (
     note      TEXT,
     PRIMARY KEY (ip, port, protocol)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS containers (
+    internal_id TEXT PRIMARY KEY,
+    body        TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 PUT_SQL = (
@@ -36,6 +40,12 @@ PUT_SQL = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 DELETE_SQL = "DELETE FROM ports WHERE ip = ? AND port = ? AND protocol = ?"
+SQL_BY_CHANGE: dict[type, str] = {
+    PutPort: PUT_SQL,
+    DeletePort: DELETE_SQL,
+    PutContainer: "INSERT OR REPLACE INTO containers (internal_id, body) VALUES (?, ?)",
+    DeleteContainer: "DELETE FROM containers WHERE internal_id = ?",
+}
 
 
 class SqliteStore:
@@ -78,18 +88,17 @@ class SqliteStore:
         return [Entry(ip, port, proto, bool(used), holder, note) for ip, port, proto, used, holder,
                 note in rows]
 
+    def load_containers(self) -> list[str]:
+        """Every container, as the JSON text it was saved as."""
+        return [body for (body,) in self.db.execute("SELECT body FROM containers")]
+
     def apply(self, changes: Sequence[Change]) -> None:
         """Apply every change in one transaction: all of them are durable, or none."""
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
             for kind, run in groupby(changes, key=type):
-                if kind is PutPort:
-                    db.executemany(PUT_SQL, run)
-                elif kind is DeletePort:
-                    db.executemany(DELETE_SQL, run)
-                else:  # pragma: no cover - a programming error, not a runtime condition
-                    raise TypeError(f"unknown change {kind!r}")
+                db.executemany(SQL_BY_CHANGE[kind], run)
             db.execute("COMMIT")
         except BaseException as exc:
             if db.in_transaction:
@@ -97,10 +106,6 @@ class SqliteStore:
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"could not save the change: {exc}") from exc
             raise
-
-    def add_initial(self, entries: Iterable[Entry]) -> None:
-        self.apply([PutPort(e.ip, e.port, e.protocol, e.in_use, e.container, e.note)
-                    for e in entries])
 
     def close(self) -> None:
         if self._db is not None:

@@ -16,7 +16,10 @@ from lightd.api.errors import install_error_handlers
 from lightd.api.hot import FastPath
 from lightd.api.middleware import GuardMiddleware
 from lightd.api.responses import json_response
+from lightd.api.routes_containers import add_container_routes
 from lightd.api.routes_pool import add_pool_routes
+from lightd.api.routes_system import add_system_routes
+from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
 
 __all__ = ["Daemon", "create_app"]
@@ -27,6 +30,7 @@ class Daemon(Protocol):
 
     token: str
     pool: PoolService
+    containers: ContainerService
 
     async def start(self) -> None: ...
 
@@ -62,10 +66,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     # Hot routes first (the router tries them in order): ping, then random and the pool.
     add_pool_routes(app, daemon.pool)
 
-    @app.get("/api/v1/status", tags=["health"], summary="What lightd runs with, and why")
-    async def status() -> Response:
-        return json_response(daemon.status())
-
+    add_container_routes(app, daemon.containers)
+    add_system_routes(app, daemon)
     _docs_last(app)
     _document_security(app)
     # Added last, runs first: the guard, then the fast path for the hottest routes.

@@ -10,6 +10,11 @@ from lightd.core.entry import Entry, parse_in_use, parse_ip, parse_port, parse_p
 from lightd.core.ranges import parse_port_spec, parse_protocols
 
 __all__ = [
+    "Ip",
+    "Note",
+    "Port",
+    "Protocol",
+    "value_error",
     "AddPort",
     "BulkAdd",
     "BulkDelete",
@@ -21,7 +26,7 @@ __all__ = [
 ]
 
 
-def _value_error(parse: Any) -> Any:
+def value_error(parse: Any) -> Any:
     """Run a core parser inside pydantic, so its message reaches the client with the field path."""
 
     def run(value: Any) -> Any:
@@ -33,10 +38,10 @@ def _value_error(parse: Any) -> Any:
     return BeforeValidator(run)
 
 
-Ip = Annotated[str, _value_error(parse_ip), Field(examples=["0.0.0.0"])]
-Port = Annotated[int, _value_error(parse_port), Field(ge=1, le=65535, examples=[25565])]
-Protocol = Annotated[Literal["tcp", "udp"], _value_error(parse_protocol)]
-InUse = Annotated[bool, _value_error(parse_in_use)]
+Ip = Annotated[str, value_error(parse_ip), Field(examples=["0.0.0.0"])]
+Port = Annotated[int, value_error(parse_port), Field(ge=1, le=65535, examples=[25565])]
+Protocol = Annotated[Literal["tcp", "udp"], value_error(parse_protocol)]
+InUse = Annotated[bool, value_error(parse_in_use)]
 Note = Annotated[str | None, Field(default=None, max_length=500)]
 
 
@@ -70,8 +75,8 @@ def _parse_protocols(value: Any) -> Any:
     return "both" if parse_protocols(value) == ("tcp", "udp") else parse_protocols(value)[0]
 
 
-Protocols = Annotated[Literal["tcp", "udp", "both"], _value_error(_parse_protocols)]
-Flag = Annotated[bool, _value_error(lambda v: _strict_bool(v))]
+Protocols = Annotated[Literal["tcp", "udp", "both"], value_error(_parse_protocols)]
+Flag = Annotated[bool, value_error(lambda v: _strict_bool(v))]
 
 
 def _strict_bool(value: Any) -> bool:
@@ -87,7 +92,7 @@ def _count(value: Any) -> int:
 
 
 class Claim(Body):
-    count: Annotated[int, _value_error(_count)] = 1
+    count: Annotated[int, value_error(_count)] = 1
     ip: Ip | None = None
     protocol: Protocols = "tcp"
     contiguous: Flag = False
@@ -101,7 +106,7 @@ class Claim(Body):
 class BulkAdd(Body):
     ip: Ip
     protocol: Protocols = "tcp"
-    ports: Annotated[list[int | str], _value_error(parse_port_spec), Field(
+    ports: Annotated[list[int | str], value_error(parse_port_spec), Field(
         examples=[[25565, "27015-27030"]],
         description="port numbers and \"A-B\" ranges",
     )]

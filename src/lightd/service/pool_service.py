@@ -12,6 +12,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from lightd.core.changes import Change, DeletePort, put_port
 from lightd.core.choose import choose
@@ -61,12 +62,16 @@ class PoolService:
         self.rng = rng or random.Random()
         self.pool = Pool()
         self.committer: Committer | None = None
+        # Called after the pool is rebuilt from the store, for state kept beside it (containers).
+        self.reload_hooks: list[Callable[[], None]] = []
 
     # -- life cycle --------------------------------------------------------------------------
 
     def load(self) -> None:
         """Build the in-memory pool from the store (at start-up, and after a failed commit)."""
         self.pool = Pool(self.store.load_entries())
+        for hook in self.reload_hooks:
+            hook()
 
     def start(self) -> None:
         self.committer = Committer(self.store.apply, on_failure=self.load)
@@ -75,6 +80,15 @@ class PoolService:
     async def stop(self) -> None:
         if self.committer is not None:
             await self.committer.close()
+
+    async def reconcile_firewall(self) -> dict[str, Any]:
+        """Make the firewall equal to the pool (rules missing, stale or duplicated)."""
+        await self._settled()
+        return await self.firewall.reconcile(self.pool.entries())
+
+    async def save(self, changes: Sequence[Change]) -> None:
+        """Make ``changes`` durable (sharing a transaction with concurrent ones)."""
+        await self._save(changes)
 
     async def _save(self, changes: Sequence[Change]) -> None:
         assert self.committer is not None, "PoolService.start() was not called"

@@ -5,13 +5,14 @@ Adapters satisfy these structurally; the service never imports an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from lightd.core.changes import Change
+from lightd.core.containers import Binding
 from lightd.core.entry import Entry
 
-__all__ = ["BoundPorts", "Firewall", "Host", "NoFirewall", "Store"]
+__all__ = ["BoundPorts", "Engine", "Firewall", "Host", "NoFirewall", "Store"]
 
 
 class Store(Protocol):
@@ -22,6 +23,9 @@ class Store(Protocol):
     def open(self) -> None: ...
 
     def load_entries(self) -> list[Entry]: ...
+
+    def load_containers(self) -> list[str]:
+        """Every container, as the JSON text it was saved as."""
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Apply all changes in one transaction, durably, or raise StorageError and apply none."""
@@ -78,3 +82,33 @@ class Host(Protocol):
 
     def is_local_address(self, ip: str) -> bool:
         """Whether some interface carries ``ip``; wildcards and loopback always pass."""
+
+
+class Engine(Protocol):
+    """A container runtime (see lightd.adapters.engine). Its methods block: call them in a thread."""
+
+    kind: str
+
+    def create(
+        self,
+        name: str,
+        image: str,
+        command: Sequence[str] | str | None = None,
+        env: Mapping[str, str] | None = None,
+        bindings: Sequence[Binding] = (),
+        start: bool = True,
+        *,
+        internal_id: str | None = None,
+    ) -> str: ...
+
+    def start(self, engine_id: str) -> None: ...
+
+    def stop(self, engine_id: str, timeout: int | None = None) -> None: ...
+
+    def remove(self, engine_id: str, force: bool = True) -> None: ...
+
+    def rename(self, engine_id: str, new_name: str) -> None: ...
+
+    def inspect(self, engine_id_or_name: str) -> Mapping[str, Any]: ...
+
+    def list_managed(self) -> Sequence[Mapping[str, Any]]: ...

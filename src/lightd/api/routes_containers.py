@@ -1,0 +1,111 @@
+"""The seed's port binding workflow under /containers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.responses import Response
+
+from lightd.api.responses import json_response
+from lightd.api.schemas import Ip, Port, Protocol, value_error
+from lightd.core.containers import Container, parse_internal_id
+from lightd.core.entry import parse_port
+from lightd.service.containers import ContainerService, PortRequest
+
+__all__ = ["add_container_routes"]
+
+InternalId = Annotated[str, value_error(parse_internal_id), Field(examples=["mc-survival-1"])]
+ContainerPort = Annotated[int, value_error(lambda v: parse_port(v, "container_port"))]
+
+
+class PortBinding(BaseModel):
+    """A pool entry (``ip`` and ``port``), or a request for any free one (``container_port``)."""
+
+    model_config = ConfigDict(extra="ignore")
+    ip: Ip | None = None
+    port: Port | None = None
+    protocol: Protocol = "tcp"
+    container_port: ContainerPort | None = None
+
+    @model_validator(mode="after")
+    def port_or_container_port(self) -> PortBinding:
+        if self.port is None and self.container_port is None:
+            raise ValueError("needs port (a pool entry) or container_port (any free port)")
+        return self
+
+    def request(self) -> PortRequest:
+        return PortRequest(self.protocol, self.ip, self.port, self.container_port)
+
+
+class CreateContainer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    internal_id: InternalId
+    image: Annotated[str, Field(min_length=1, max_length=512, examples=["itzg/minecraft-server"])]
+    startup_command: list[str] | str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[PortBinding] = Field(default_factory=list, max_length=1024)
+
+
+class Rebind(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    ports: list[PortBinding] = Field(max_length=1024)
+
+
+def container_out(container: Container, live: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "internal_id": container.internal_id,
+        "image": container.image,
+        "state": container.state,
+        "engine_id": container.engine_id,
+        "engine_state": None if live is None else live.get("state"),
+        "startup_command": container.command,
+        # Values are not echoed: they often hold passwords (RCON, databases).
+        "env": sorted(container.env),
+        "ports": [
+            {"ip": b.host_ip, "port": b.host_port, "protocol": b.protocol,
+             "container_port": b.container_port}
+            for b in container.bindings
+        ],
+    }
+
+
+def add_container_routes(app: FastAPI, service: ContainerService) -> None:
+    tags: list[Any] = ["containers"]
+
+    @app.post("/containers", status_code=201, tags=tags,
+              summary="Create a container on pool ports (all claimed, or none)")
+    async def create(body: CreateContainer) -> Response:
+        container = await service.create(
+            body.internal_id, body.image, [p.request() for p in body.ports],
+            body.startup_command, body.env,
+        )
+        return json_response({"message": "Container created", **container_out(container)}, 201)
+
+    @app.get("/containers", tags=tags, summary="Every container lightd manages")
+    async def list_containers() -> Response:
+        containers = sorted(service.containers.values(), key=lambda c: c.internal_id)
+        return json_response({"containers": [container_out(c) for c in containers]})
+
+    @app.get("/containers/{internal_id}", tags=tags, summary="One container, with its live state")
+    async def get(internal_id: str) -> Response:
+        container = service.get(internal_id)
+        return json_response(container_out(container, await service.inspect(internal_id)))
+
+    @app.delete("/containers/{internal_id}", tags=tags,
+                summary="Remove the container and free its ports")
+    async def delete(internal_id: str) -> Response:
+        freed = await service.delete(internal_id)
+        return json_response({
+            "message": "Container deleted",
+            "freed": [{"ip": e.ip, "port": e.port, "protocol": e.protocol} for e in freed],
+        })
+
+    @app.post("/containers/{internal_id}/rebind-network", tags=tags,
+              summary="Move the container to other ports: new claimed, old freed, or nothing")
+    async def rebind(internal_id: str, body: Rebind) -> Response:
+        service.get(internal_id)  # 404 before any validation of the ports against the pool
+        container = await service.rebind(internal_id, [p.request() for p in body.ports])
+        return json_response({"message": "Container network rebound", **container_out(container)})

@@ -1,0 +1,96 @@
+"""Containers as lightd keeps them: what to run, and which pool entries it publishes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightd.core.entry import Key
+from lightd.errors import InvalidInput
+
+__all__ = ["Binding", "Container", "parse_internal_id"]
+
+# The engine's own rule for names, so an internal_id is always a valid container name.
+_INTERNAL_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+
+
+def parse_internal_id(value: Any, field: str = "internal_id") -> str:
+    if not isinstance(value, str) or not _INTERNAL_ID.match(value):
+        raise InvalidInput(
+            f"{field} must be 1 to 128 letters, digits, '_', '.' or '-', starting with a letter "
+            f"or digit (got {value!r})"
+        )
+    return value
+
+
+@dataclass(frozen=True, order=True)
+class Binding:
+    """One published port: ``host_ip:host_port/protocol`` on the host to ``container_port``."""
+
+    host_ip: str
+    host_port: int
+    protocol: str
+    container_port: int
+
+    @property
+    def key(self) -> Key:
+        """The pool entry this binding uses."""
+        return (self.host_ip, self.host_port, self.protocol)
+
+    @property
+    def port_key(self) -> str:
+        """The engine's name of the container side, e.g. ``"8080/tcp"``."""
+        return f"{self.container_port}/{self.protocol}"
+
+
+@dataclass
+class Container:
+    """A container and its bindings.
+
+    ``state`` is lightd's own: ``creating`` and ``rebinding`` while a change is under way (a
+    crash then is repaired at the next start), ``running`` once the engine runs it, ``missing``
+    when the engine lost it. ``pending`` holds the new bindings during a rebind.
+    """
+
+    internal_id: str
+    image: str
+    command: list[str] | str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    bindings: list[Binding] = field(default_factory=list)
+    engine_id: str | None = None
+    state: str = "creating"
+    pending: list[Binding] | None = None
+
+    def keys(self) -> set[Key]:
+        return {b.key for b in self.bindings}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "internal_id": self.internal_id,
+            "image": self.image,
+            "command": self.command,
+            "env": self.env,
+            "bindings": [_binding_json(b) for b in self.bindings],
+            "engine_id": self.engine_id,
+            "state": self.state,
+            "pending": None if self.pending is None else [_binding_json(b) for b in self.pending],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Container:
+        pending = data.get("pending")
+        return cls(
+            internal_id=data["internal_id"],
+            image=data["image"],
+            command=data.get("command"),
+            env=dict(data.get("env") or {}),
+            bindings=[Binding(*b) for b in data.get("bindings", [])],
+            engine_id=data.get("engine_id"),
+            state=data.get("state", "running"),
+            pending=None if pending is None else [Binding(*b) for b in pending],
+        )
+
+
+def _binding_json(binding: Binding) -> list[Any]:
+    return [binding.host_ip, binding.host_port, binding.protocol, binding.container_port]

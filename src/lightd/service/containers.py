@@ -1,0 +1,314 @@
+"""The seed's port binding workflow: create a container on pool ports, rebind it, delete it.
+
+Every change follows one order, so that a crash at any moment is repairable at the next start:
+
+1. decide and mark the ports in memory, without yielding (two requests never take one port);
+2. save the marks together with the container in state ``creating``/``rebinding`` (intent);
+3. ask the engine (slow; in a thread);
+4. save the outcome: ``running`` with the new bindings, or everything put back as it was.
+
+A crash between 2 and 4 leaves an intent in the database; :meth:`ContainerService.reconcile`
+finishes or undoes it at start-up. Operations on one container are serialised by a lock;
+different containers proceed in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from lightd.core.changes import Change, DeleteContainer, put_container, put_port
+from lightd.core.containers import Binding, Container
+from lightd.core.entry import Entry
+from lightd.errors import AlreadyExists, Conflict, InvalidInput, LightdError, NotFound, Unavailable
+from lightd.service.pool_service import PoolService
+from lightd.service.ports import Engine
+
+__all__ = ["ContainerService", "PortRequest"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """One binding asked for: a given pool entry (``port`` set), or any free one (``port`` None)."""
+
+    protocol: str
+    ip: str | None = None
+    port: int | None = None
+    container_port: int | None = None
+
+
+class ContainerService:
+    def __init__(self, pools: PoolService, engine: Engine, stop_timeout: int = 10) -> None:
+        self.pools = pools
+        self.engine = engine
+        self.stop_timeout = stop_timeout
+        self.containers: dict[str, Container] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._executor = ThreadPoolExecutor(8, thread_name_prefix="lightd-engine")
+        pools.reload_hooks.append(self.load)
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def load(self) -> None:
+        containers = (Container.from_json(json.loads(b)) for b in self.pools.store.load_containers())
+        self.containers = {c.internal_id: c for c in containers}
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    async def _engine(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: call(*args, **kwargs))
+
+    def _lock(self, internal_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(internal_id, asyncio.Lock())
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, internal_id: str) -> Container:
+        container = self.containers.get(internal_id)
+        if container is None:
+            raise NotFound(f"Container {internal_id} not found")
+        return container
+
+    async def inspect(self, internal_id: str) -> Mapping[str, Any] | None:
+        """What the engine says about it now; None when it cannot be asked."""
+        container = self.get(internal_id)
+        if container.engine_id is None:
+            return None
+        try:
+            return await self._engine(self.engine.inspect, container.engine_id)
+        except LightdError as exc:
+            log.warning("cannot inspect container %s: %s", internal_id, exc.message)
+            return None
+
+    # -- create ------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        internal_id: str,
+        image: str,
+        requests: Sequence[PortRequest],
+        command: list[str] | str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Container:
+        if internal_id in self.containers:
+            raise AlreadyExists(f"Container {internal_id} already exists")
+        bindings, marked = self._claim(requests, internal_id)
+        container = Container(internal_id, image, command, dict(env or {}), bindings)
+        self.containers[internal_id] = container
+        async with self._lock(internal_id):
+            try:
+                await self.pools.save([*map(put_port, marked), put_container(container)])
+            except LightdError:
+                self.containers.pop(internal_id, None)  # memory was rebuilt from the store
+                raise
+            try:
+                container.engine_id = await self._engine(
+                    self.engine.create, internal_id, image, command, env, bindings,
+                    internal_id=internal_id,
+                )
+            except LightdError as exc:
+                self._release(marked)
+                del self.containers[internal_id]
+                await self.pools.save([*map(put_port, marked), DeleteContainer(internal_id)])
+                raise _engine_error(exc) from None
+            container.state = "running"
+            await self.pools.save([put_container(container)])
+        return container
+
+    # -- rebind ------------------------------------------------------------------------------
+
+    async def rebind(self, internal_id: str, requests: Sequence[PortRequest]) -> Container:
+        async with self._lock(internal_id):
+            container = self.get(internal_id)
+            if container.state not in ("running", "missing"):
+                raise Conflict(f"Container {internal_id} is {container.state}; try again later")
+            bindings, marked = self._claim(requests, internal_id)
+            previous_state = container.state
+            container.state, container.pending = "rebinding", bindings
+            await self.pools.save([*map(put_port, marked), put_container(container)])
+            try:
+                engine_id = await self._engine(self._swap, container, bindings)
+            except LightdError as exc:
+                self._release(marked)
+                container.state, container.pending = previous_state, None
+                await self.pools.save([*map(put_port, marked), put_container(container)])
+                raise _engine_error(exc) from None
+            kept = {b.key for b in bindings}
+            freed = self._release(
+                e for e in self._entries(container.bindings) if e.key not in kept
+            )
+            container.bindings, container.engine_id = bindings, engine_id
+            container.state, container.pending = "running", None
+            await self.pools.save([*map(put_port, freed), put_container(container)])
+        return container
+
+    def _swap(self, container: Container, bindings: list[Binding]) -> str:
+        """Replace the engine container by one with ``bindings``; on failure keep the old one.
+
+        Runs in a worker thread. The engine cannot change a container's bindings, so a new one
+        is created under a temporary name, then the old one is removed and the new one renamed.
+        When old and new share a host port, the old one must stop first, and is started again
+        if the new one fails.
+        """
+        old = container.engine_id
+        shared = {b.key for b in bindings} & container.keys()
+        stopped = False
+        if old is not None and shared:
+            self.engine.stop(old, timeout=self.stop_timeout)
+            stopped = True
+        temporary = f"{container.internal_id}.rebind"
+        try:
+            self.engine.remove(temporary, force=True)  # left over by a crash, if any
+            new = self.engine.create(
+                temporary, container.image, container.command, container.env, bindings,
+                internal_id=container.internal_id,
+            )
+        except LightdError:
+            if stopped and old is not None:
+                try:
+                    self.engine.start(old)
+                except LightdError as exc:
+                    log.error("container %s could not be restarted: %s",
+                              container.internal_id, exc.message)
+            raise
+        if old is not None:
+            self.engine.remove(old, force=True)
+        self.engine.rename(new, container.internal_id)
+        return new
+
+    # -- delete ------------------------------------------------------------------------------
+
+    async def delete(self, internal_id: str) -> list[Entry]:
+        async with self._lock(internal_id):
+            container = self.get(internal_id)
+            if container.engine_id is not None:
+                # If the engine cannot remove it, it may still hold the ports: keep them marked.
+                await self._engine(self.engine.remove, container.engine_id, True)
+            freed = self._release(self._entries(container.bindings))
+            del self.containers[internal_id]
+            await self.pools.save([*map(put_port, freed), DeleteContainer(internal_id)])
+        self._locks.pop(internal_id, None)
+        return freed
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    async def reconcile(self) -> dict[str, Any]:
+        """Finish or undo what a crash interrupted, and report containers the engine lost."""
+        report: dict[str, Any] = {"rolled_back": [], "missing": []}
+        managed = await self._engine(self.engine.list_managed)
+        by_internal_id: dict[str, list[Mapping[str, Any]]] = {}
+        for info in managed:
+            by_internal_id.setdefault(str(info.get("internal_id")), []).append(info)
+        changes: list[Change] = []
+        for container in list(self.containers.values()):
+            seen = by_internal_id.get(container.internal_id, [])
+            if container.state == "creating":
+                # The client never got an answer: undo it, including a half-made container.
+                for info in seen:
+                    await self._engine(self.engine.remove, str(info["id"]), True)
+                freed = self._release(self._entries(container.bindings))
+                changes += [*map(put_port, freed), DeleteContainer(container.internal_id)]
+                del self.containers[container.internal_id]
+                report["rolled_back"].append(container.internal_id)
+                continue
+            if container.state == "rebinding":
+                for info in seen:
+                    if info.get("id") != container.engine_id:
+                        await self._engine(self.engine.remove, str(info["id"]), True)
+                kept = container.keys()
+                pending = self._entries(container.pending or [])
+                freed = self._release(e for e in pending if e.key not in kept)
+                container.state, container.pending = "running", None
+                changes += [*map(put_port, freed)]
+                report["rolled_back"].append(container.internal_id)
+            if self.engine.kind != "none" and container.engine_id is not None:
+                alive = any(info.get("id") == container.engine_id for info in seen)
+                state = "running" if alive else "missing"
+                if state == "missing" and container.state != "missing":
+                    log.warning("container %s (engine id %s) is gone from the engine; its ports "
+                                "stay held until it is deleted or rebound",
+                                container.internal_id, container.engine_id)
+                if state == "missing":
+                    report["missing"].append(container.internal_id)
+                container.state = state
+            changes.append(put_container(container))
+        if changes:
+            await self.pools.save(changes)
+        return report
+
+    # -- ports -------------------------------------------------------------------------------
+
+    def _entries(self, bindings: Sequence[Binding]) -> list[Entry]:
+        found = (self.pools.pool.get(b.key) for b in bindings)
+        return [e for e in found if e is not None]
+
+    def _release(self, entries: Any) -> list[Entry]:
+        released = list(entries)
+        for entry in released:
+            self.pools.pool.set_in_use(entry, False)
+        return released
+
+    def _claim(
+        self, requests: Sequence[PortRequest], holder: str
+    ) -> tuple[list[Binding], list[Entry]]:
+        """Resolve every request and mark its entry for ``holder``: all of them, or none.
+
+        Entries ``holder`` already has are kept as they are. Runs without yielding.
+        """
+        pool = self.pools.pool
+        bindings: list[Binding] = []
+        marked: list[Entry] = []
+        try:
+            for request in requests:
+                entry = self._resolve(request, holder)
+                if any(b.key == entry.key for b in bindings):
+                    raise InvalidInput(f"{entry.label()} is listed twice")
+                if entry.container != holder:
+                    pool.set_in_use(entry, True, holder)
+                    marked.append(entry)
+                container_port = request.container_port or entry.port
+                bindings.append(Binding(entry.ip, entry.port, entry.protocol, container_port))
+        except LightdError:
+            self._release(marked)
+            raise
+        return bindings, marked
+
+    def _resolve(self, request: PortRequest, holder: str) -> Entry:
+        pool = self.pools.pool
+        if request.port is None:
+            if request.container_port is None:
+                raise InvalidInput("a port needs either port (a pool entry) or container_port")
+            [chosen] = self.pools.choose(1, (request.protocol,), request.ip)  # NoAvailablePorts
+            return chosen
+        ip = request.ip or "0.0.0.0"
+        entry = pool.get((ip, request.port, request.protocol))
+        label = Entry(ip, request.port, request.protocol).label()
+        if entry is None:
+            raise Conflict(f"{label} is not in the pool; add it first", port=label)
+        if entry.container == holder:
+            return entry
+        if entry.in_use:
+            by = f" by container {entry.container}" if entry.container else ""
+            raise Conflict(f"{label} is already in use{by}", port=label)
+        blockers = pool.blockers(entry)
+        if blockers:
+            names = ", ".join(b.label() for b in blockers)
+            raise Conflict(f"{label} conflicts with {names}, which is in use", port=label)
+        return entry
+
+
+def _engine_error(exc: LightdError) -> LightdError:
+    """A host port held by another process is a conflict for the client, not an outage."""
+    if isinstance(exc, Unavailable) and exc.details.get("reason") == "port_in_use":
+        return Conflict(exc.message, **exc.details)
+    return exc
