@@ -113,13 +113,11 @@ def test_random_is_roughly_uniform_across_groups():
     assert counts["127.0.0.1"] < 150
 
 
-def test_random_with_exclusions_never_returns_an_excluded_entry():
+def test_random_never_returns_a_rejected_entry():
     pool = pool_of(*[("0.0.0.0", p, "tcp") for p in range(1, 50)])
-    exclude = {("0.0.0.0", p, "tcp") for p in range(1, 49)}
     for seed in range(30):
-        assert pool.random(random.Random(seed), exclude=exclude).port == 49
-    exclude.add(("0.0.0.0", 49, "tcp"))
-    assert pool.random(random.Random(0), exclude=exclude) is None
+        assert pool.random(random.Random(seed), reject=lambda e: e.port != 49).port == 49
+    assert pool.random(random.Random(0), reject=lambda e: True) is None
 
 
 def test_remove_unknown_entry_raises_not_found():
