@@ -77,3 +77,57 @@ class FakeFirewall:
 
     def status(self) -> dict[str, object]:
         return {"enabled": True, "backend": "fake"}
+
+
+class FakeEngine:
+    """An Engine that keeps containers in a dict; can be told to fail its next create."""
+
+    kind = "fake"
+
+    def __init__(self) -> None:
+        self.containers: dict[str, dict[str, object]] = {}
+        self.fail_create: Exception | None = None
+        self.counter = 0
+        self.calls: list[str] = []
+
+    def create(self, name, image, command=None, env=None, bindings=(), start=True, *, internal_id=None):
+        self.calls.append(f"create {name}")
+        if self.fail_create is not None:
+            error, self.fail_create = self.fail_create, None
+            raise error
+        if any(c["name"] == name for c in self.containers.values()):
+            raise Unavailable(f"name {name} in use", reason="name_in_use")
+        self.counter += 1
+        engine_id = f"id{self.counter}"
+        self.containers[engine_id] = {
+            "id": engine_id, "name": name, "internal_id": internal_id or name,
+            "state": "running" if start else "created", "bindings": list(bindings),
+        }
+        return engine_id
+
+    def start(self, engine_id):
+        self.calls.append(f"start {engine_id}")
+        self.containers[engine_id]["state"] = "running"
+
+    def stop(self, engine_id, timeout=None):
+        self.calls.append(f"stop {engine_id}")
+        self.containers[engine_id]["state"] = "exited"
+
+    def remove(self, engine_id, force=True):
+        self.calls.append(f"remove {engine_id}")
+        for key, info in list(self.containers.items()):
+            if engine_id in (key, info["name"]):
+                del self.containers[key]
+
+    def rename(self, engine_id, new_name):
+        self.calls.append(f"rename {engine_id} {new_name}")
+        self.containers[engine_id]["name"] = new_name
+
+    def inspect(self, engine_id_or_name):
+        for key, info in self.containers.items():
+            if engine_id_or_name in (key, info["name"]):
+                return dict(info)
+        return {"id": "", "name": "", "state": "missing", "bindings": []}
+
+    def list_managed(self):
+        return [dict(info) for info in self.containers.values()]

@@ -8,6 +8,7 @@ iptables/unshare/nsenter these tests are skipped, saying which; with CI=true the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
@@ -59,8 +60,7 @@ def rule(port: int, protocol: str = "tcp", ip: str | None = None, chain: str = "
     if ip is not None:
         dest = f"-d {ip}/{128 if ':' in ip else 32} "
     return (
-        f"-A {chain} {dest}-p {protocol} -m {protocol} --dport {port} "
-        "-m comment --comment lightd -j ACCEPT"
+        f"-A {chain} {dest}-p {protocol} -m {protocol} --dport {port} -m comment --comment lightd -j ACCEPT"
     )
 
 
@@ -171,9 +171,7 @@ async def test_open_and_close_one(ns: NetNs, fw: IptablesFirewall) -> None:
     assert fw.status()["rule_count"] == 0
 
 
-async def test_bulk_is_one_restore_per_family(
-    ns: NetNs, tmp_path: Path, fw: IptablesFirewall
-) -> None:
+async def test_bulk_is_one_restore_per_family(ns: NetNs, tmp_path: Path, fw: IptablesFirewall) -> None:
     log = tmp_path / "calls.log"
     logging = {
         tool: f'echo "$0" >> {log}\nexec {real(tool)} "$@"\n'
@@ -234,9 +232,7 @@ def poisoned_restore(tmp_path: Path, tool: str = "iptables-restore") -> Path:
     """A real iptables-restore fed our batch plus one bad line before COMMIT: the kernel must
     refuse the whole batch, valid rules included."""
     bad = "-A LIGHTD_NO_SUCH_CHAIN -j ACCEPT"
-    return wrapper_dir(
-        tmp_path, {tool: f"sed 's/^COMMIT$/{bad}\\nCOMMIT/' | {real(tool)} \"$@\"\n"}
-    )
+    return wrapper_dir(tmp_path, {tool: f"sed 's/^COMMIT$/{bad}\\nCOMMIT/' | {real(tool)} \"$@\"\n"})
 
 
 async def test_failed_batch_leaves_the_chain_as_it_was(
@@ -258,12 +254,8 @@ async def test_failed_batch_leaves_the_chain_as_it_was(
     assert broken.status()["last_error"].startswith("The firewall could not be changed")
 
 
-async def test_failed_ipv6_half_puts_ipv4_back(
-    ns: NetNs, fw: IptablesFirewall, tmp_path: Path
-) -> None:
-    broken = IptablesFirewall(
-        command_prefix=with_path(ns, poisoned_restore(tmp_path, "ip6tables-restore"))
-    )
+async def test_failed_ipv6_half_puts_ipv4_back(ns: NetNs, fw: IptablesFirewall, tmp_path: Path) -> None:
+    broken = IptablesFirewall(command_prefix=with_path(ns, poisoned_restore(tmp_path, "ip6tables-restore")))
     # From nothing: the IPv4 chain and jump that the batch created are removed again.
     empty4, empty6 = ns.save(4), ns.save(6)
     mixed = [Entry("0.0.0.0", p, "tcp") for p in range(1, 3001)] + [Entry("::", 5, "udp")]
@@ -280,6 +272,46 @@ async def test_failed_ipv6_half_puts_ipv4_back(
     with pytest.raises(Unavailable):
         await broken.close([Entry("0.0.0.0", 7, "tcp"), Entry("::", 7, "tcp")])
     assert ns.save(4) == before4 and ns.save(6) == before6
+
+
+async def test_a_failed_put_back_is_said_and_reconcile_mends_it(
+    ns: NetNs, fw: IptablesFirewall, tmp_path: Path
+) -> None:
+    count = tmp_path / "count"
+    once = (
+        f"n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}\n"
+        f'if [ "$n" -ge 1 ]; then echo "forced failure" >&2; exit 1; fi\n'
+        f'exec {real("iptables-restore")} "$@"\n'
+    )
+    folder = wrapper_dir(tmp_path, {"iptables-restore": once, "ip6tables-restore": "exit 1\n"})
+    broken = IptablesFirewall(command_prefix=with_path(ns, folder))
+    pool = [Entry("0.0.0.0", 1, "tcp"), Entry("::", 1, "tcp")]
+    with pytest.raises(Unavailable, match="could not be put back, so they stay out of step"):
+        await broken.open(pool)
+    assert ns.rules("LIGHTD") == [rule(1)]  # the IPv4 half stayed, and lightd said so
+    report = await fw.reconcile([])
+    assert report["removed"] == 1 and ns.rules("LIGHTD") == []
+
+
+async def test_a_cancelled_caller_never_leaves_a_batch_halfway(ns: NetNs, fw: IptablesFirewall) -> None:
+    pool = [Entry("0.0.0.0", p, "tcp") for p in range(1, 20001)] + [Entry("::", 1, "udp")]
+    task = asyncio.create_task(fw.open(pool))
+    await asyncio.sleep(0.05)  # the batch has started: reading or restoring
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await fw.open([Entry("0.0.0.0", 30000, "udp")])  # waits until the batch is done
+    assert len(ns.rules("LIGHTD", 4)) == 20001 and ns.rules("LIGHTD", 6) == [rule(1, "udp")]
+
+    blocker = asyncio.create_task(fw.open([Entry("0.0.0.0", 30001, "udp")]))
+    waiting = asyncio.create_task(fw.close(pool))  # cancelled before it got the lock: no change
+    await asyncio.sleep(0)
+    assert fw._lock.locked()
+    waiting.cancel()
+    await blocker
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert len(ns.rules("LIGHTD", 4)) == 20002
 
 
 async def test_missing_binaries_are_reported(ns: NetNs, tmp_path: Path) -> None:
@@ -354,9 +386,7 @@ async def test_reconcile_after_hand_edits(ns: NetNs, fw: IptablesFirewall) -> No
         assert v4.count(line) == 1, line
     assert v4.count(JUMP) == 1 and jumps(ns, 6) == 1
     mine = [line for line in ns.rules("LIGHTD") if "--comment lightd" in line]
-    assert sorted(mine) == sorted(
-        [rule(p) for p in range(25565, 25575)] + [rule(27015, "udp", "10.0.0.5")]
-    )
+    assert sorted(mine) == sorted([rule(p) for p in range(25565, 25575)] + [rule(27015, "udp", "10.0.0.5")])
     assert sorted(ns.rules("LIGHTD", 6)) == sorted([rule(27015, "udp"), rule(9, "tcp", "::1")])
     assert fw.status()["drift"] == report["drift"] and fw.status()["rule_count"] == 13
 
@@ -364,9 +394,7 @@ async def test_reconcile_after_hand_edits(ns: NetNs, fw: IptablesFirewall) -> No
     assert (again["added"], again["removed"], again["drift"]) == (0, 0, [])
 
 
-async def test_reconcile_to_an_empty_pool_leaves_only_others(
-    ns: NetNs, fw: IptablesFirewall
-) -> None:
+async def test_reconcile_to_an_empty_pool_leaves_only_others(ns: NetNs, fw: IptablesFirewall) -> None:
     await fw.open([Entry("0.0.0.0", p, "udp") for p in range(1, 2001)])
     others = foreign_rules(ns)
     report = await fw.reconcile([])

@@ -48,9 +48,7 @@ S25565 = Rule(4, "udp", 25565, "10.0.0.5")
 
 def test_wildcard_has_no_destination() -> None:
     assert rule_for(Entry("0.0.0.0", 25565, "tcp")) == W25565
-    assert render_rule(W25565) == (
-        "-p tcp -m tcp --dport 25565 -m comment --comment lightd -j ACCEPT"
-    )
+    assert render_rule(W25565) == ("-p tcp -m tcp --dport 25565 -m comment --comment lightd -j ACCEPT")
     v6 = rule_for(Entry("::", 27015, "udp"))
     assert v6 == Rule(6, "udp", 27015, None)
     assert "-d" not in render_rule(v6).split()
@@ -125,8 +123,7 @@ def test_parse_save_sorts_lines() -> None:
 
 def test_parse_save_ipv6_and_quoted_comment() -> None:
     text = save_text(
-        '-A LIGHTD -d 2001:db8::1/128 -p tcp -m tcp --dport 5 -m comment --comment "lightd" '
-        "-j ACCEPT",
+        '-A LIGHTD -d 2001:db8::1/128 -p tcp -m tcp --dport 5 -m comment --comment "lightd" -j ACCEPT',
         "-A LIGHTD -p udp -m udp --dport 6 -m comment --comment lightd -j ACCEPT",
     )
     assert parse_save(text, 6, "LIGHTD").owned() == [

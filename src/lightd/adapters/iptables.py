@@ -27,8 +27,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from lightd.adapters.iptables_rules import (
     DEFAULT_CHAIN,
@@ -53,6 +53,7 @@ from lightd.errors import InvalidInput, Unavailable
 __all__ = ["BINARIES", "IptablesFirewall", "detect", "parse_enabled"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BINARIES = ("iptables", "iptables-nft", "iptables-legacy")
 NOT_FOUND = 127  # what nsenter, env and shells return when they cannot exec the command
@@ -204,6 +205,7 @@ class IptablesFirewall:
         self.timeout = timeout
         self.reason = reason
         self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._backend = ""
         self._counts: dict[int, int] = {}
         self._unavailable: dict[int, str] = {}
@@ -225,7 +227,8 @@ class IptablesFirewall:
         with _gc_paused(len(entries)):
             rules = rules_for(entries)
         by_family = {4: [r for r in rules if r.family == 4], 6: [r for r in rules if r.family == 6]}
-        async with self._lock:
+
+        async def work() -> list[Plan]:
             states: dict[int, ChainState] = {}
             for family, wanted in by_family.items():
                 try:
@@ -238,6 +241,9 @@ class IptablesFirewall:
                 plans = [reconcile_plan(s, by_family[f], self.tag, insert_jump=self.insert_jump)
                          for f, s in states.items()]  # fmt: skip
             await self._apply(states, plans)
+            return plans
+
+        plans = await self._exclusive(work)
         drift = [item for plan in plans for item in plan.drift]
         report: dict[str, Any] = {
             "added": sum(plan.added for plan in plans),
@@ -261,7 +267,7 @@ class IptablesFirewall:
             "chain": self.chain,
             "rule_count": sum(self._counts.values()) if self._counts else None,
             "rules": {f"ipv{family}": count for family, count in sorted(self._counts.items())},
-            "ipv6": self._unavailable.get(6, "available"),
+            "ipv6": self._unavailable.get(6) or ("available" if 6 in self._counts else "not checked yet"),
             "drift": list(last["drift"]) if last else [],
             "last_reconcile": last,
             "last_error": self._last_error,
@@ -271,8 +277,9 @@ class IptablesFirewall:
 
     async def teardown(self) -> dict[str, Any]:
         """Remove lightd's rules and INPUT's jumps; drop the chain unless others' rules remain."""
-        removed = 0
-        async with self._lock:
+
+        async def work() -> dict[str, Any]:
+            removed = 0
             for family in (4, 6):
                 try:
                     state = await self._read(family)
@@ -288,7 +295,9 @@ class IptablesFirewall:
                 await self._restore(family, Plan(family, self.chain, body, []).script)
                 removed += state.tagged_count()
                 self._counts[family] = 0
-        return {"removed": removed}
+            return {"removed": removed}
+
+        return await self._exclusive(work)
 
     async def read_rules(self) -> dict[int, list[Rule]]:
         """lightd's rules as the kernel holds them now, per family (duplicates included)."""
@@ -299,7 +308,7 @@ class IptablesFirewall:
                     result[family] = (await self._read(family)).owned()
                 except _NotFound:
                     result[family] = []
-            return result
+        return result
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -309,7 +318,8 @@ class IptablesFirewall:
         if not rules:
             return
         families = sorted({rule.family for rule in rules})
-        async with self._lock:
+
+        async def work() -> None:
             states: dict[int, ChainState] = {}
             for family in families:
                 try:
@@ -326,6 +336,25 @@ class IptablesFirewall:
                         plans.append(close_plan(state, mine, self.tag))
             await self._apply(states, plans)
 
+        await self._exclusive(work)
+
+    async def _exclusive(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` alone, as a task of its own that holds the lock until it ends.
+
+        A caller cancelled while waiting for the lock changes nothing. Once the work started, a
+        cancelled caller neither interrupts it halfway between two families nor lets the next
+        batch start before this one finished or was rolled back."""
+        await self._lock.acquire()
+        try:
+            task = asyncio.ensure_future(work())
+        except BaseException:
+            self._lock.release()
+            raise
+        task.add_done_callback(lambda _: self._lock.release())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
     async def _apply(self, states: dict[int, ChainState], plans: list[Plan]) -> None:
         """Run the plans in order; if one fails, put back the families already changed."""
         done: list[Plan] = []
@@ -336,13 +365,20 @@ class IptablesFirewall:
             try:
                 await self._restore(plan.family, plan.script)
             except Unavailable as exc:
-                await self._revert(done, states)
+                if not await self._revert(done, states):
+                    exc = Unavailable(
+                        f"{exc.message.rstrip('.')}; the IPv4 rules already changed by this call "
+                        "could not be put back, so they stay out of step until reconcile.",
+                        **exc.details,
+                    )
                 raise self._fail(exc) from None
             done.append(plan)
             self._counts[plan.family] = plan.tagged_after
         self._last_error = None
 
-    async def _revert(self, done: list[Plan], states: dict[int, ChainState]) -> None:
+    async def _revert(self, done: list[Plan], states: dict[int, ChainState]) -> bool:
+        """Put back the chains of the families already changed; False if one could not be."""
+        ok = True
         for plan in reversed(done):
             before = states[plan.family]
             try:
@@ -352,12 +388,14 @@ class IptablesFirewall:
                     await self._restore(plan.family, undo.script)
                 self._counts[plan.family] = before.tagged_count()
             except Unavailable as exc:
+                ok = False
                 log.error(
                     "could not put the IPv%d firewall chain back after a failed batch; "
                     "it stays out of step with the pool until reconcile: %s",
                     plan.family,
                     exc.message,
                 )
+        return ok
 
     def _fail(self, exc: Unavailable) -> Unavailable:
         self._last_error = exc.message
