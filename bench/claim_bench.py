@@ -24,9 +24,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.conftest import HEADERS  # noqa: E402
+
 from bench.loadgen import run_load  # noqa: E402
 from bench.pool_bench import full_range, make_daemon  # noqa: E402
-from tests.conftest import HEADERS  # noqa: E402
 
 
 def claim_round(daemon, seconds: float, connections: int) -> tuple[float, list[tuple]]:

@@ -51,7 +51,8 @@ def test_create_rebind_fail_and_delete_on_the_real_engine(served, engine, reques
     name = unique_name(request)
     first, second, third = free_port(), free_port(), free_port()
     for port in (first, second, third):
-        assert call(served, "POST", "/network/ports", json={"ip": "127.0.0.1", "port": port}).status_code == 201
+        added = call(served, "POST", "/network/ports", json={"ip": "127.0.0.1", "port": port})
+        assert added.status_code == 201
 
     created = call(served, "POST", "/containers", json={
         "internal_id": name, "image": IMAGE, "startup_command": LISTENER,

@@ -31,7 +31,8 @@ async def test_workflow_create_rebind_delete_with_the_none_runtime(client, daemo
                                 json={"ports": [{"ip": "0.0.0.0", "port": 25569}]})
     assert rebound.status_code == 200, rebound.text
     assert [p["port"] for p in rebound.json()["ports"]] == [25569]
-    listed = {(e["port"], e["in_use"], e["container"]) for e in (await client.get("/network/ports")).json()["ports"]}
+    pool = (await client.get("/network/ports")).json()["ports"]
+    listed = {(e["port"], e["in_use"], e["container"]) for e in pool}
     assert (25569, True, "mc-1") in listed and (25565, False, None) in listed
     assert sum(1 for _, used, _ in listed if used) == 1
 
@@ -55,7 +56,8 @@ async def test_taken_missing_or_duplicate_is_409_naming_it_and_changes_nothing(c
     assert (await create(client)).status_code == 201
     before = db_rows(daemon)
     taken = await create(client, "mc-2", [{"ip": "0.0.0.0", "port": 25566}, {"ip": "0.0.0.0", "port": 25565}])
-    assert taken.status_code == 409 and "0.0.0.0:25565/tcp is already in use by container mc-1" in taken.json()["error"]
+    assert taken.status_code == 409
+    assert "0.0.0.0:25565/tcp is already in use by container mc-1" in taken.json()["error"]
     missing = await create(client, "mc-2", [{"ip": "0.0.0.0", "port": 30000}])
     assert missing.status_code == 409 and "0.0.0.0:30000/tcp is not in the pool" in missing.json()["error"]
     duplicate = await create(client, "mc-1", [{"ip": "0.0.0.0", "port": 25566}])
