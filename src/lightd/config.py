@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
         "require_local_ip": True,
     },
     "firewall": {"enabled": "auto", "chain": "LIGHTD"},
-    "runtime": {"kind": "auto", "socket": "/var/run/docker.sock"},
+    "runtime": {"kind": "auto", "socket": "/var/run/docker.sock", "stop_timeout": 10},
 }
 
 
