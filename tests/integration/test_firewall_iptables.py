@@ -110,6 +110,13 @@ def test_detect_through_the_prefix(ns: NetNs) -> None:
         False,
         "turned off in the settings (firewall.enabled is false)",
     )
+    # Root without CAP_NET_ADMIN (as in many containers): auto turns off and says why.
+    if shutil.which("setpriv"):
+        weak = [*ns.prefix, "setpriv", "--bounding-set=-net_admin"]
+        ok, reason = detect("auto", weak)
+        assert not ok and reason.startswith("iptables-save failed (") and "Permission denied" in reason
+        with pytest.raises(Unavailable, match="firewall.enabled is true but the firewall cannot work"):
+            detect(True, weak)
 
 
 # --- rules ------------------------------------------------------------------------------------
