@@ -40,6 +40,8 @@ __all__ = [
     "render_rule",
     "revert_plan",
     "rule_for",
+    "rules_for",
+    "summarize_drift",
     "validate_chain",
     "validate_tag",
 ]
