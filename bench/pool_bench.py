@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,8 +29,11 @@ from lightd.adapters.sqlite_store import SqliteStore  # noqa: E402
 from lightd.core.changes import PutPort  # noqa: E402
 
 
+POOL_SETTINGS: dict = {}
+
+
 def make_daemon(folder: Path, entries: list[PutPort]) -> ServedDaemon:
-    config = write_test_config(folder, api={"access_log": False})
+    config = write_test_config(folder, api={"access_log": False}, pool=POOL_SETTINGS)
     store = SqliteStore(folder / "data" / "lightd.sqlite3")
     store.open()
     store.apply(entries)
@@ -45,12 +50,25 @@ def small_range() -> list[PutPort]:
     return [PutPort("0.0.0.0", port, "tcp", False, None, None) for port in range(25000, 25100)]
 
 
-async def measure(daemon: ServedDaemon, path: str, seconds: float, connections: int) -> float:
-    headers = {} if path.startswith("/api/v1/public") else HEADERS
-    result = await run_load("127.0.0.1", daemon.port, path, headers, connections, seconds)
+def measure(daemon: ServedDaemon, path: str, seconds: float, connections: int, tool: str) -> float:
+    """Requests/s with the same two headers on every path (ping ignores them)."""
+    if tool == "wrk":
+        return wrk_rate(daemon.url + path, seconds, connections)
+    result = asyncio.run(run_load("127.0.0.1", daemon.port, path, HEADERS, connections, seconds))
     if result.errors:
         raise SystemExit(f"{path}: {result.errors} errors {result.statuses}")
     return result.rate
+
+
+def wrk_rate(url: str, seconds: float, connections: int) -> float:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    for name, value in HEADERS.items():
+        argv += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"{url}: errors\n{out}")
+    [line] = [line for line in out.splitlines() if line.startswith("Requests/sec:")]
+    return float(line.split()[1])
 
 
 def main() -> None:
@@ -58,6 +76,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--tool", choices=["wrk", "python"],
+                        default="wrk" if shutil.which("wrk") else "python",
+                        help="load generator: wrk (apt-get install wrk) or bench/loadgen.py")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as big_dir, tempfile.TemporaryDirectory() as small_dir:
@@ -71,24 +92,23 @@ def main() -> None:
         small.start()
         try:
             rates: dict[str, list[float]] = {"big": [], "small": [], "ping": []}
-            warm = 0.5
-            for target, path in ((big, "/network/ports/random"), (small, "/network/ports/random"),
-                                 (big, "/api/v1/public/ping")):
-                asyncio.run(measure(target, path, warm, args.connections))
+            targets = {"big": (big, "/network/ports/random"),
+                       "small": (small, "/network/ports/random"),
+                       "ping": (big, "/api/v1/public/ping")}
+            for target, path in targets.values():  # warm-up
+                measure(target, path, 1, args.connections, args.tool)
             for _ in range(args.rounds):
-                rates["big"].append(asyncio.run(measure(
-                    big, "/network/ports/random", args.seconds, args.connections)))
-                rates["small"].append(asyncio.run(measure(
-                    small, "/network/ports/random", args.seconds, args.connections)))
-                rates["ping"].append(asyncio.run(measure(
-                    big, "/api/v1/public/ping", args.seconds, args.connections)))
+                for name, (target, path) in targets.items():
+                    rates[name].append(measure(target, path, args.seconds, args.connections,
+                                               args.tool))
         finally:
             big.stop()
             small.stop()
 
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"rounds={args.rounds} x {args.seconds}s, {args.connections} keep-alive connections, "
-          "medians")
+    print(f"load: {args.tool}, rounds={args.rounds} x {args.seconds}s, {args.connections} keep-alive "
+          "connections, same headers on every request, medians; host check and group commit on, "
+          "firewall off")
     print(f"{'target':<48}{'req/s':>10}")
     print(f"{'GET /network/ports/random, pool of 131,070':<48}{med['big']:>10.0f}")
     print(f"{'GET /network/ports/random, pool of 100':<48}{med['small']:>10.0f}")

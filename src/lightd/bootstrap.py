@@ -139,6 +139,7 @@ class Lightd:
                 "entries": len(self.pool.pool),
                 "available": self.pool.pool.available_count(),
                 "database": str(self.store.path),
+                "transactions": 0 if self.pool.committer is None else self.pool.committer.transactions,
                 "host_check": self.pool.host_check.enabled,
                 "require_local_ip": self.pool.require_local_ip,
             },

@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "host_check": True,
         "require_local_ip": True,
     },
-    "firewall": {"enabled": "auto", "chain": "LIGHTD"},
+    "firewall": {"enabled": "auto", "chain": "LIGHTD", "insert_jump": False},
     "runtime": {"kind": "auto", "socket": "/var/run/docker.sock", "stop_timeout": 10},
 }
 

@@ -7,6 +7,7 @@ so a PostgreSQL store only has to implement the same four methods.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from itertools import groupby
@@ -46,6 +47,22 @@ SQL_BY_CHANGE: dict[type, str] = {
     PutContainer: "INSERT OR REPLACE INTO containers (internal_id, body) VALUES (?, ?)",
     DeleteContainer: "DELETE FROM containers WHERE internal_id = ?",
 }
+
+
+ROWS_PER_STATEMENT = 500  # 6 parameters a row: well under SQLite's limit of 32,766
+
+
+@functools.lru_cache(maxsize=64)
+def _put_many_sql(rows: int) -> str:
+    return PUT_SQL.replace("VALUES (?, ?, ?, ?, ?, ?)", "VALUES " + ", ".join(["(?,?,?,?,?,?)"] * rows))
+
+
+def _put_ports(db: sqlite3.Connection, rows: list[PutPort]) -> None:
+    """Many rows per statement: one step (one GIL release and re-take) instead of one per row,
+    which matters when the loop thread is busy serving while this runs."""
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start:start + ROWS_PER_STATEMENT]
+        db.execute(_put_many_sql(len(chunk)), [value for row in chunk for value in row])
 
 
 class SqliteStore:
@@ -98,7 +115,10 @@ class SqliteStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             for kind, run in groupby(changes, key=type):
-                db.executemany(SQL_BY_CHANGE[kind], run)
+                if kind is PutPort:
+                    _put_ports(db, [change for change in run if isinstance(change, PutPort)])
+                else:
+                    db.executemany(SQL_BY_CHANGE[kind], run)
             db.execute("COMMIT")
         except BaseException as exc:
             if db.in_transaction:

@@ -74,7 +74,8 @@ class GuardMiddleware:
             if VENDOR.encode() not in accept.lower():
                 await _reply(send, 406, VENDOR_ERROR, [])
                 return
-        if scope["method"] in ("GET", "HEAD", "DELETE") and not length:
+        if length or scope["method"] in ("GET", "HEAD", "DELETE"):
+            # A declared length was checked above, and the server never reads past it.
             await self.app(scope, receive, send)
             return
         await self._limited(scope, receive, send)

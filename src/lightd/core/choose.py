@@ -32,6 +32,9 @@ def choose(
     """
     if contiguous:
         return _run(pool, rng, count, protocols, ip, reject)
+    if count == 1 and len(protocols) == 1:  # the common claim, kept cheap
+        entry = pool.random(rng, ip=ip, protocol=protocols[0], reject=reject)
+        return None if entry is None else [[entry]]
     chosen: list[list[Entry]] = []
     taken: set[tuple[str, int]] = set()
 

@@ -91,7 +91,7 @@ class Entry:
     in use with no container, when a client marked it by hand.
     """
 
-    __slots__ = ("container", "family", "in_use", "ip", "note", "port", "protocol", "wildcard")
+    __slots__ = ("container", "family", "in_use", "ip", "key", "note", "port", "protocol", "wildcard")
 
     def __init__(
         self,
@@ -110,10 +110,8 @@ class Entry:
         self.note = note
         self.family = family_of(ip)
         self.wildcard = is_wildcard(ip)
-
-    @property
-    def key(self) -> Key:
-        return (self.ip, self.port, self.protocol)
+        # ip, port and protocol never change: the key is computed once, used on every lookup.
+        self.key: Key = (ip, port, protocol)
 
     @property
     def slot(self) -> tuple[int, int, str]:

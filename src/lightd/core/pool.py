@@ -31,6 +31,9 @@ class Pool:
         self._entries: dict[Key, Entry] = {}
         self._slots: dict[Slot, list[Entry]] = {}
         self._available: dict[Group, RandomSet[Key]] = {}
+        # The same keys again, for draws filtered by protocol only, and for unfiltered ones.
+        self._by_protocol: dict[str, RandomSet[Key]] = {"tcp": RandomSet(), "udp": RandomSet()}
+        self._all_available: RandomSet[Key] = RandomSet()
         self._sorted: list[Entry] | None = None
         for entry in entries:
             self.add(entry)
@@ -75,7 +78,7 @@ class Pool:
         return entry.key in self._available.get((entry.ip, entry.protocol), ())
 
     def available_count(self) -> int:
-        return sum(len(group) for group in self._available.values())
+        return len(self._all_available)
 
     def blockers(self, entry: Entry) -> list[Entry]:
         """In-use entries of other ips that keep ``entry`` from being bound."""
@@ -97,13 +100,21 @@ class Pool:
         Without ``reject`` this is O(groups). With it, a bounded number of random draws, then
         a scan, so the answer stays exact when most entries are refused.
         """
-        groups = self._groups(ip, protocol)
+        if ip is None:
+            candidates = self._all_available if protocol is None else self._by_protocol[protocol]
+            if not candidates:
+                return None
+            if reject is None:
+                return self._entries[candidates.choice(rng)]
+            groups = [candidates]
+        else:
+            groups = self._groups(ip, protocol)
         total = sum(len(members) for members in groups)
         if total == 0:
             return None
         tries = 1 if reject is None else min(total, 32)
         for _ in range(tries):
-            position = rng.randrange(total)
+            position = int(rng.random() * total)
             for members in groups:
                 if position < len(members):
                     entry = self._entries[members.at(position)]
@@ -156,6 +167,8 @@ class Pool:
         members.remove(entry)
         # Groups are never dropped: there are only as many as ips times protocols.
         self._available[(entry.ip, entry.protocol)].discard(key)
+        self._by_protocol[entry.protocol].discard(key)
+        self._all_available.discard(key)
         if members:
             self._refresh(entry.slot)
         else:
@@ -191,7 +204,12 @@ class Pool:
 
     def _mark(self, entry: Entry, available: bool) -> None:
         group = self._available[(entry.ip, entry.protocol)]
+        key = entry.key
         if available:
-            group.add(entry.key)
+            group.add(key)
+            self._by_protocol[entry.protocol].add(key)
+            self._all_available.add(key)
         else:
-            group.discard(entry.key)
+            group.discard(key)
+            self._by_protocol[entry.protocol].discard(key)
+            self._all_available.discard(key)

@@ -1,11 +1,14 @@
 """Group commit: concurrent changes share one durable transaction.
 
 Handlers change the in-memory pool on the event loop (so check-and-change is atomic), then
-``submit`` the matching changes and await the returned future. One flusher task hands everything
-submitted so far to the store's thread as one transaction; while that transaction is being
-written, new submissions collect for the next one. A future resolves only once its changes are
-durable. If a transaction fails, it and everything submitted after it fail together and
-``on_failure`` rebuilds the in-memory state from the store (the source of truth).
+``submit`` the matching changes and await the returned future. When no transaction is being
+written, ``submit`` hands its changes to the store's thread at once; while one is being written,
+new submissions collect and go together as the next one the moment it ends. So the disk is kept
+busy while the loop goes on serving, and a lone change waits for nothing but its own fsync.
+
+A future resolves only once its changes are durable. If a transaction fails, it and everything
+submitted after it fail together and ``on_failure`` rebuilds the in-memory state from the store
+(the source of truth) before any other task runs.
 """
 
 from __future__ import annotations
@@ -34,89 +37,93 @@ class Committer:
         self._on_failure = on_failure
         self._changes: list[Change] = []
         self._waiters: list[asyncio.Future[None]] = []
+        # Resolves when the transaction being written has been settled (or None: nothing is).
         self._inflight: asyncio.Future[None] | None = None
-        self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="lightd-store")
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.transactions = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="lightd-committer")
+        self._loop = asyncio.get_running_loop()
 
     def submit(self, changes: Sequence[Change]) -> asyncio.Future[None]:
-        """Queue changes for the next transaction; the future resolves once they are durable."""
-        if self._closing:
-            raise StorageError("lightd is shutting down; the change was not saved")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Queue changes for a transaction; the future resolves once they are durable."""
+        if self._closing or self._loop is None:
+            raise StorageError("lightd is not running; the change was not saved")
+        future: asyncio.Future[None] = self._loop.create_future()
         self._changes.extend(changes)
         self._waiters.append(future)
-        self._wake.set()
+        if self._inflight is None:
+            self._flush()
         return future
 
     @property
     def busy(self) -> bool:
         """Whether some submitted change is not durable yet."""
-        return bool(self._waiters) or self._inflight is not None
+        return self._inflight is not None
 
     async def barrier(self) -> None:
         """Wait until everything submitted so far is durable (or was rolled back).
 
         Readers call this so they never report a change that a crash could still undo.
         """
-        if self._waiters:
-            future = self.submit(())
-        elif self._inflight is not None:
-            future = self._inflight
-        else:
+        if self._inflight is None:
             return
+        # Changes not written yet wait for the transaction that will carry them.
+        future = self.submit(()) if self._waiters else self._inflight
         # A failed change was rolled back in memory too: what the reader sees next is durable.
         with contextlib.suppress(StorageError):
             await asyncio.shield(future)
 
     async def close(self) -> None:
+        """Let everything submitted be written, then stop taking changes."""
         self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
+        while self._inflight is not None:
+            await asyncio.shield(self._inflight)
         self._executor.shutdown(wait=True)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._waiters:
-                if self._closing:
-                    return
-                continue
-            changes, waiters = self._changes, self._waiters
+    def _flush(self) -> None:
+        assert self._loop is not None
+        changes, waiters = self._changes, self._waiters
+        self._changes, self._waiters = [], []
+        settled: asyncio.Future[None] = self._loop.create_future()
+        self._inflight = settled
+        if not changes:  # only barriers: everything before them is already durable
+            self._settle(waiters, settled, None)
+            return
+        writing = self._loop.run_in_executor(self._executor, self._apply, changes)
+        writing.add_done_callback(
+            lambda done: self._settle(waiters, settled, done.exception())
+        )
+
+    def _settle(
+        self,
+        waiters: list[asyncio.Future[None]],
+        settled: asyncio.Future[None],
+        error: BaseException | None,
+    ) -> None:
+        if error is None:
+            self.transactions += 1
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        else:
+            log.error("storage transaction failed, state reloaded from the store: %s", error)
+            failure = error if isinstance(error, StorageError) else StorageError(
+                f"could not save the change: {error}"
+            )
+            # Later submissions were applied in memory on top of the failed ones: fail them
+            # too, then rebuild memory from the store, all in this one callback.
+            waiters = waiters + self._waiters
             self._changes, self._waiters = [], []
-            done: asyncio.Future[None] = loop.create_future()
-            self._inflight = done
-            try:
-                if changes:
-                    await loop.run_in_executor(self._executor, self._apply, changes)
-                    self.transactions += 1
-            except Exception as exc:
-                log.error("storage transaction failed, state reloaded from the store: %s", exc)
-                error = exc if isinstance(exc, StorageError) else StorageError(
-                    f"could not save the change: {exc}"
-                )
-                # Later submissions were applied in memory on top of the failed ones: fail them
-                # too, then rebuild memory from the store, all without yielding to other tasks.
-                waiters += self._waiters
-                self._changes, self._waiters = [], []
-                if self._on_failure is not None:
-                    self._on_failure()
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(error)
-                        waiter.exception()  # retrieved: a cancelled request must not warn
-            else:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-            finally:
-                self._inflight = None
-                done.set_result(None)
+            if self._on_failure is not None:
+                self._on_failure()
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+                    waiter.exception()  # retrieved: a request that went away must not warn
+        self._inflight = None
+        settled.set_result(None)
+        if self._waiters:
+            self._flush()

@@ -27,7 +27,7 @@ class HostCheck:
     def __init__(self, host: Host | None, max_age: float = 0.05) -> None:
         self.host = host
         self.max_age = max_age
-        self._snapshot: BoundPorts | None = None
+        self._reject: _Reject | None = None
         self._taken_at = 0.0
         self._max_age = max_age
 
@@ -35,26 +35,23 @@ class HostCheck:
     def enabled(self) -> bool:
         return self.host is not None
 
-    def recent(self) -> BoundPorts | None:
+    def reject(self) -> _Reject | None:
+        """A predicate refusing entries bound on the host, per a snapshot at most max_age old."""
         if self.host is None:
             return None
         now = time.monotonic()
-        if self._snapshot is None or now - self._taken_at > self._max_age:
+        if self._reject is None or now - self._taken_at > self._max_age:
             try:
-                self._snapshot = self.host.snapshot(PROTOCOLS)
+                snapshot = self.host.snapshot(PROTOCOLS)
             except OSError as exc:
                 log.warning("cannot read this host's socket tables, not checking: %s", exc)
                 return None
             took = time.monotonic() - now
-            # On a host with very many sockets a snapshot costs more: keep it under ~10% of time.
-            self._max_age = max(self.max_age, 10 * took)
+            # On a host with very many sockets a snapshot costs more: keep it under ~5% of time.
+            self._max_age = max(self.max_age, 20 * took)
             self._taken_at = now
-        return self._snapshot
-
-    def reject(self) -> _Reject | None:
-        """A predicate refusing entries bound on the host, per a recent snapshot."""
-        snapshot = self.recent()
-        return None if snapshot is None else _Reject(snapshot)
+            self._reject = _Reject(snapshot)
+        return self._reject
 
 
 class _Reject:
