@@ -6,6 +6,7 @@ An entry is identified by ``(ip, port, protocol)``. The ip is kept in the canoni
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -76,6 +77,11 @@ def parse_in_use(value: Any, field: str = "in_use") -> bool:
     return value
 
 
+@functools.lru_cache(maxsize=4096)  # few distinct ips, many entries each
+def _ip_number(ip: str) -> int:
+    return int(ipaddress.ip_address(ip))
+
+
 def family_of(ip: str) -> int:
     return 6 if ":" in ip else 4
 
@@ -119,7 +125,7 @@ class Entry:
         return (self.family, self.port, self.protocol)
 
     def sort_key(self) -> tuple[int, int, int, str]:
-        return (self.family, int(ipaddress.ip_address(self.ip)), self.port, self.protocol)
+        return (self.family, _ip_number(self.ip), self.port, self.protocol)
 
     def label(self) -> str:
         host = f"[{self.ip}]" if self.family == 6 else self.ip
