@@ -21,13 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import HEADERS, write_test_config  # noqa: E402
-from tests.e2e.daemon import ServedDaemon  # noqa: E402
-
 from bench.loadgen import run_load  # noqa: E402
 from lightd.adapters.sqlite_store import SqliteStore  # noqa: E402
 from lightd.core.changes import PutPort  # noqa: E402
-
+from tests.conftest import HEADERS, write_test_config  # noqa: E402
+from tests.e2e.daemon import ServedDaemon  # noqa: E402
 
 POOL_SETTINGS: dict = {}
 

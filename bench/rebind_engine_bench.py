@@ -28,9 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.engine_support import ENGINE_DIR, IMAGE, LISTENER, free_port, read_from  # noqa: E402
-
 from lightd.adapters.engine import Binding, DockerEngine  # noqa: E402
+from tests.engine_support import ENGINE_DIR, IMAGE, LISTENER, free_port, read_from  # noqa: E402
 
 
 def engine_up() -> tuple[str, bool]:
