@@ -6,11 +6,10 @@ import logging
 import sys
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from lightd.client import Client, ClientError
 from lightd.config import (
     config_path,
     load_or_create,
@@ -21,6 +20,9 @@ from lightd.config import (
 )
 from lightd.core.ranges import parse_port_spec
 from lightd.errors import LightdError
+
+if TYPE_CHECKING:  # the client (httpx) is imported by the commands that use it, not by serve
+    from lightd.client import Client
 
 T = TypeVar("T")
 
@@ -147,6 +149,8 @@ CHUNK = 4096
 def _client(config: str | None, url: str | None) -> Client:
     import os
 
+    from lightd.client import Client
+
     token = os.environ.get("LIGHTD_TOKEN")
     if token and url:
         return Client(url, token)
@@ -158,6 +162,8 @@ def _client(config: str | None, url: str | None) -> Client:
 
 
 def _run(call: Callable[[], T]) -> T:
+    from lightd.client import ClientError
+
     try:
         return call()
     except ClientError as exc:

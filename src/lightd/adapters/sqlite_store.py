@@ -20,6 +20,7 @@ from lightd.errors import StorageError
 __all__ = ["SqliteStore"]
 
 SCHEMA_VERSION = 1
+PAGE_SIZE = 1024
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ports (
     ip        TEXT    NOT NULL,
@@ -78,6 +79,10 @@ class SqliteStore:
             self.created = not self.path.exists()
             # Used from the committer's thread after being opened on the main one; never at once.
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if self.created:
+                # Rows are ~40 bytes and changes touch scattered rows: small pages mean less to
+                # write (and fsync) per change. Only possible before the first table exists.
+                db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
