@@ -29,8 +29,10 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
+## The pool and claim figures (start real daemons on loopback; wrk is used when installed).
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/pool_bench.py
+	$(BIN)/python bench/claim_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
