@@ -35,7 +35,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 import docker  # type: ignore[import-untyped, unused-ignore]
@@ -51,7 +51,6 @@ __all__ = [
     "Binding",
     "ContainerInfo",
     "DockerEngine",
-    "Engine",
     "NoEngine",
     "RuntimeKind",
     "check_host_ports",
@@ -89,42 +88,6 @@ class ContainerInfo(TypedDict):
     bindings: list[Binding]
     exit_code: int | None
     error: str
-
-
-class Engine(Protocol):
-    """What the container service needs from a runtime; both engines here satisfy it."""
-
-    kind: str
-
-    def ping(self) -> bool: ...
-
-    def version(self) -> str: ...
-
-    def create(
-        self,
-        name: str,
-        image: str,
-        command: Sequence[str] | str | None = None,
-        env: Mapping[str, str] | None = None,
-        bindings: Sequence[Binding] = (),
-        start: bool = True,
-        *,
-        internal_id: str | None = None,
-    ) -> str: ...
-
-    def start(self, engine_id: str) -> None: ...
-
-    def stop(self, engine_id: str, timeout: int | None = None) -> None: ...
-
-    def remove(self, engine_id: str, force: bool = True) -> None: ...
-
-    def rename(self, engine_id: str, new_name: str) -> None: ...
-
-    def inspect(self, engine_id_or_name: str) -> ContainerInfo: ...
-
-    def list_managed(self) -> list[ContainerInfo]: ...
-
-    def close(self) -> None: ...
 
 
 # -- shared helpers ---------------------------------------------------------------------------
