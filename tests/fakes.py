@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
@@ -60,8 +61,11 @@ class FakeFirewall:
     def __init__(self) -> None:
         self.open_keys: set[Key] = set()
         self.fail = False
+        self.gate: asyncio.Event | None = None  # when set, open() waits for it, like iptables
 
     async def open(self, entries: Sequence[Entry]) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail:
             raise Unavailable("iptables-restore failed: test failure")
         self.open_keys.update(e.key for e in entries)

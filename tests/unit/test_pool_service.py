@@ -155,3 +155,22 @@ async def test_storage_failure_after_add_closes_the_rule_it_opened(make_service)
     with pytest.raises(StorageError):
         await service.add("0.0.0.0", 25565, "tcp")
     assert firewall.open_keys == set()
+
+
+async def test_an_entry_whose_rule_is_being_opened_cannot_be_claimed_or_added_again(make_service):
+    firewall = FakeFirewall()
+    service, store = await make_service(firewall=firewall)
+    firewall.gate = asyncio.Event()
+    adding = asyncio.ensure_future(service.add("0.0.0.0", 25565, "tcp"))
+    await asyncio.sleep(0)  # the add now waits for the firewall
+    with pytest.raises(NoAvailablePorts):
+        await service.claim(1)
+    with pytest.raises(AlreadyExists):
+        await service.add("0.0.0.0", 25565, "tcp")
+    added, skipped = await service.add_many("0.0.0.0", ["tcp"], [25565])
+    assert (added, [e.port for e in skipped]) == ([], [25565])
+    firewall.fail = True
+    firewall.gate.set()
+    with pytest.raises(Unavailable):
+        await adding
+    assert len(service.pool) == 0 and store.rows == {}

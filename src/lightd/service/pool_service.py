@@ -19,6 +19,7 @@ from lightd.core.choose import choose
 from lightd.core.entry import Entry, Key
 from lightd.core.pool import Pool
 from lightd.errors import (
+    AlreadyExists,
     Ambiguous,
     Conflict,
     InvalidInput,
@@ -61,6 +62,8 @@ class PoolService:
         # Port choice needs spread, not secrecy: the fast generator, seeded from the OS.
         self.rng = rng or random.Random()
         self.pool = Pool()
+        # Keys whose firewall rule is being opened or closed: not in the pool, not free either.
+        self._in_flight: set[Key] = set()
         self.committer: Committer | None = None
         # Called after the pool is rebuilt from the store, for state kept beside it (containers).
         self.reload_hooks: list[Callable[[], None]] = []
@@ -146,17 +149,9 @@ class PoolService:
     async def add(self, ip: str, port: int, protocol: str, note: str | None = None) -> Entry:
         self._require_local(ip)
         entry = Entry(ip, port, protocol, note=note)
-        self.pool.add(entry)  # raises AlreadyExists before anything else happens
-        try:
-            await self.firewall.open([entry])
-        except BaseException:
-            self.pool.remove(entry.key)
-            raise
-        try:
-            await self._save([put_port(entry)])
-        except StorageError:
-            await self._undo_firewall(self.firewall.close, [entry])
-            raise
+        if entry.key in self.pool or entry.key in self._in_flight:
+            raise AlreadyExists()
+        await self._insert([entry])
         return entry
 
     async def add_many(
@@ -171,28 +166,37 @@ class PoolService:
         skipped: list[Entry] = []
         for protocol in protocols:
             for port in ports:
-                existing = self.pool.get((ip, port, protocol))
-                if existing is not None:
-                    skipped.append(existing)
+                key = (ip, port, protocol)
+                existing = self.pool.get(key)
+                if existing is not None or key in self._in_flight:
+                    skipped.append(existing or Entry(ip, port, protocol))
                 else:
                     added.append(Entry(ip, port, protocol, note=note))
-        for entry in added:
-            self.pool.add(entry)
-        if not added:
+        if added:
+            await self._insert(added)
+        else:
             await self._settled()
-            return added, skipped
-        try:
-            await self.firewall.open(added)
-        except BaseException:
-            for entry in added:
-                self.pool.remove(entry.key)
-            raise
-        try:
-            await self._save([put_port(e) for e in added])
-        except StorageError:
-            await self._undo_firewall(self.firewall.close, added)
-            raise
         return added, skipped
+
+    async def _insert(self, entries: list[Entry]) -> None:
+        """Open the firewall for new entries, then put them in the pool and save them.
+
+        While the firewall works their keys are reserved (another add of them is refused), but
+        they are not in the pool yet: nothing can claim an entry whose rule may still fail.
+        """
+        keys = [entry.key for entry in entries]
+        self._in_flight.update(keys)
+        try:
+            await self.firewall.open(entries)
+        finally:
+            self._in_flight.difference_update(keys)
+        for entry in entries:
+            self.pool.add(entry)
+        try:
+            await self._save([put_port(e) for e in entries])
+        except StorageError:
+            await self._undo_firewall(self.firewall.close, entries)
+            raise
 
     async def claim(
         self,
@@ -248,12 +252,7 @@ class PoolService:
     async def delete(self, ip: str, port: int, protocol: str | None) -> Entry:
         entry = self.pool.resolve(ip, port, protocol)
         self._refuse_if_held(entry)
-        self.pool.remove(entry.key)
-        try:
-            await self.firewall.close([entry])
-        except BaseException:
-            self.pool.add(entry)
-            raise
+        await self._withdraw([entry])
         try:
             await self._save([DeletePort(*entry.key)])
         except StorageError:
@@ -286,20 +285,28 @@ class PoolService:
         if not result.deleted:
             await self._settled()
             return result
-        for entry in result.deleted:
-            self.pool.remove(entry.key)
-        try:
-            await self.firewall.close(result.deleted)
-        except BaseException:
-            for entry in result.deleted:
-                self.pool.add(entry)
-            raise
+        await self._withdraw(result.deleted)
         try:
             await self._save([DeletePort(*e.key) for e in result.deleted])
         except StorageError:
             await self._undo_firewall(self.firewall.open, result.deleted)
             raise
         return result
+
+    async def _withdraw(self, entries: list[Entry]) -> None:
+        """Take entries out of the pool and close their rules; on failure put them back."""
+        keys = [entry.key for entry in entries]
+        for entry in entries:
+            self.pool.remove(entry.key)
+        self._in_flight.update(keys)  # until the rules are closed, the keys are not free to add
+        try:
+            await self.firewall.close(entries)
+        except BaseException:
+            for entry in entries:
+                self.pool.add(entry)
+            raise
+        finally:
+            self._in_flight.difference_update(keys)
 
     @staticmethod
     async def _undo_firewall(
