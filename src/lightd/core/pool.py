@@ -118,8 +118,9 @@ class Pool:
             candidates = self._all_available if protocol is None else self._by_protocol[protocol]
             if not candidates:
                 return None
-            if reject is None:
-                return self._entries[candidates.choice(rng)]
+            entry = self._entries[candidates.choice(rng)]
+            if reject is None or not reject(entry):
+                return entry  # the common case: one draw, accepted
             groups = [candidates]
         else:
             groups = self._groups(ip, protocol)
