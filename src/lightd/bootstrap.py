@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -102,6 +103,9 @@ class Lightd:
         log.info("pool loaded: %d entries from %s", len(self.pool.pool), self.store.path)
         await self._reconcile_firewall()
         await self._reconcile_containers()
+        # The pool is a large, long-lived heap: keep the cyclic GC from walking it again and again.
+        gc.collect()
+        gc.freeze()
 
     async def _reconcile_firewall(self) -> None:
         try:
