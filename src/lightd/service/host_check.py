@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from lightd.core.entry import Entry
+from lightd.core.entry import Entry, Key
 from lightd.service.ports import BoundPorts, Host
 
 __all__ = ["HostCheck"]
@@ -21,6 +21,7 @@ __all__ = ["HostCheck"]
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("tcp", "udp")
+REPORTED_LIMIT = 10_000
 
 
 class HostCheck:
@@ -28,6 +29,7 @@ class HostCheck:
         self.host = host
         self.max_age = max_age
         self._reject: _Reject | None = None
+        self._reported: set[Key] = set()
         self._taken_at = 0.0
         self._max_age = max_age
 
@@ -50,21 +52,25 @@ class HostCheck:
             # On a host with very many sockets a snapshot costs more: keep it under ~5% of time.
             self._max_age = max(self.max_age, 20 * took)
             self._taken_at = now
-            self._reject = _Reject(snapshot)
+            self._reject = _Reject(snapshot, self._reported)
         return self._reject
 
 
 class _Reject:
-    __slots__ = ("logged", "snapshot")
+    __slots__ = ("reported", "snapshot")
 
-    def __init__(self, snapshot: BoundPorts) -> None:
+    def __init__(self, snapshot: BoundPorts, reported: set[Key]) -> None:
         self.snapshot = snapshot
-        self.logged: set[tuple[str, int, str]] = set()
+        self.reported = reported
 
     def __call__(self, entry: Entry) -> bool:
         if not self.snapshot.is_bound(entry.ip, entry.port, entry.protocol):
             return False
-        if entry.key not in self.logged:
-            self.logged.add(entry.key)
+        # Said once per entry (until many were said), not on every draw: a busy host has
+        # thousands of ephemeral ports bound, and logging each draw would cost more than it.
+        if entry.key not in self.reported:
+            if len(self.reported) >= REPORTED_LIMIT:
+                self.reported.clear()
+            self.reported.add(entry.key)
             log.info("skipping %s: another process on this host has it bound", entry.label())
         return True
