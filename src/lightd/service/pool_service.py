@@ -130,8 +130,7 @@ class PoolService:
         return (entries[offset:end] if offset or end is not None else entries), total
 
     async def random(self, ip: str | None = None, protocol: str | None = None) -> Entry:
-        if self.committer is not None and self.committer.busy:
-            await self.committer.barrier()
+        await self._settled()
         entry = self.pool.random(self.rng, ip=ip, protocol=protocol, reject=self.host_check.reject())
         if entry is None:
             raise NoAvailablePorts()
