@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 
 from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
@@ -21,6 +22,7 @@ class MemoryStore:
         self.created = True
         self.fail_next = 0
         self.transactions: list[list[Change]] = []
+        self.gate: threading.Event | None = None  # when set, apply() waits for it (a slow disk)
 
     def open(self) -> None:
         pass
@@ -32,6 +34,8 @@ class MemoryStore:
         return list(self.containers.values())
 
     def apply(self, changes: Sequence[Change]) -> None:
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
         if self.fail_next:
             self.fail_next -= 1
             raise StorageError("could not save the change: disk I/O error")

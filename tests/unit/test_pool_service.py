@@ -1,4 +1,5 @@
 import asyncio
+import threading
 
 import pytest
 
@@ -174,3 +175,19 @@ async def test_an_entry_whose_rule_is_being_opened_cannot_be_claimed_or_added_ag
     with pytest.raises(Unavailable):
         await adding
     assert len(service.pool) == 0 and store.rows == {}
+
+
+async def test_reads_wait_for_a_change_that_is_not_durable_yet(make_service):
+    service, store = await make_service(("0.0.0.0", 1, "tcp"))
+    store.gate = threading.Event()  # the disk is slow: the commit hangs until released
+    marking = asyncio.ensure_future(service.set_use("0.0.0.0", 1, None, True))
+    await asyncio.sleep(0.05)
+    reading = asyncio.ensure_future(service.get("0.0.0.0", 1, None))
+    listing = asyncio.ensure_future(service.entries())
+    await asyncio.sleep(0.05)
+    assert not marking.done() and not reading.done() and not listing.done()
+    store.gate.set()
+    assert (await reading).in_use is True
+    assert (await marking)[1] is True
+    assert store.rows[("0.0.0.0", 1, "tcp")][0] is True
+    await listing
