@@ -7,10 +7,14 @@ load, so requests/s is what the daemon sustains, not what the client can queue.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["LoadResult", "run_load"]
+__all__ = ["LoadResult", "WrkResult", "process_cpu_seconds", "run_load", "run_wrk"]
 
 
 @dataclass
@@ -84,3 +88,38 @@ async def run_load(
     ])
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass
+class WrkResult:
+    rate: float
+    requests: int
+    failed: int  # non-2xx answers
+
+
+def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int,
+            script: str | None = None) -> WrkResult:
+    """One run of wrk (a C load generator, lighter on a shared 2-core machine than asyncio)."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        if script:
+            lua.write(script)
+            lua.flush()
+            argv += ["-s", lua.name]
+        out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    requests = re.search(r"(\d+) requests in", out)
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if rate is None or requests is None:
+        raise SystemExit(f"wrk printed no rate:\n{out}")
+    return WrkResult(float(rate.group(1)), int(requests.group(1)),
+                     int(failed.group(1)) if failed else 0)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

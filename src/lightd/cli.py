@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -38,7 +38,7 @@ ConfigOption = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"lightd: {message}", err=True)
     raise typer.Exit(2)
 
@@ -61,7 +61,6 @@ def serve(
         daemon = build(settings)
     except LightdError as exc:
         _fail(exc.message)
-        return
     loop = "uvloop" if _has("uvloop") else "asyncio"
     http = "httptools" if _has("httptools") else "h11"
     server = uvicorn.Server(
@@ -128,7 +127,6 @@ def _store_token(config: str | None, token: str) -> None:
         raw = read_config(path)
     except LightdError as exc:
         _fail(exc.message)
-        return
     raw.setdefault("authorization", {})["token"] = token
     write_config(path, raw)
     typer.echo(token)
@@ -158,7 +156,6 @@ def _client(config: str | None, url: str | None) -> Client:
         return Client.from_config(config_path(config), url=url)
     except LightdError as exc:
         _fail(exc.message)
-        raise  # unreachable: _fail exits
 
 
 def _run(call: Callable[[], T]) -> T:
@@ -168,7 +165,6 @@ def _run(call: Callable[[], T]) -> T:
         return call()
     except ClientError as exc:
         _fail(exc.message)
-        raise  # unreachable: _fail exits
 
 
 @ports_app.command("add")
@@ -185,7 +181,6 @@ def ports_add(
         numbers = parse_port_spec([int(p) if p.isdigit() else p for p in ports])
     except LightdError as exc:
         _fail(exc.message)
-        return
     chunks = [numbers[i:i + CHUNK] for i in range(0, len(numbers), CHUNK)]
     added = skipped = 0
     # One call per chunk of 4096 numbers, so a big range shows progress; each call is atomic.

@@ -64,24 +64,15 @@ def create_app(daemon: Daemon, fast_path: bool = True) -> FastAPI:
     async def ping() -> Response:
         return json_response(hot.ping())
 
-    # Hot routes first (the router tries them in order): ping, then random and the pool.
     add_pool_routes(app, daemon.pool)
-
     add_container_routes(app, daemon.containers)
     add_system_routes(app, daemon)
-    _docs_last(app)
     _document_security(app)
-    # Added last, runs first: the guard, then the fast path for the hottest routes.
+    # Added last, runs first: the guard, then the fast path for ping, random and claim.
     if fast_path:
         app.add_middleware(FastPath, service=daemon.pool)
     app.add_middleware(GuardMiddleware, token=daemon.token)
     return app
-
-
-def _docs_last(app: FastAPI) -> None:
-    docs = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-    routes = app.router.routes
-    routes.sort(key=lambda route: getattr(route, "path", "") in docs)
 
 
 def _document_security(app: FastAPI) -> None:

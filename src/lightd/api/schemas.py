@@ -91,30 +91,28 @@ def _count(value: Any) -> int:
     return value
 
 
-class Claim(Body):
-    count: Annotated[int, value_error(_count)] = 1
-    ip: Ip | None = None
+class _WithProtocols(Body):
     protocol: Protocols = "tcp"
-    contiguous: Flag = False
-    note: Note = None
 
     @property
     def protocols(self) -> tuple[str, ...]:
         return parse_protocols(self.protocol)
 
 
-class BulkAdd(Body):
+class Claim(_WithProtocols):
+    count: Annotated[int, value_error(_count)] = 1
+    ip: Ip | None = None
+    contiguous: Flag = False
+    note: Note = None
+
+
+class BulkAdd(_WithProtocols):
     ip: Ip
-    protocol: Protocols = "tcp"
     ports: Annotated[list[int | str], value_error(parse_port_spec), Field(
         examples=[[25565, "27015-27030"]],
         description="port numbers and \"A-B\" ranges",
     )]
     note: Note = None
-
-    @property
-    def protocols(self) -> tuple[str, ...]:
-        return parse_protocols(self.protocol)
 
 
 class EntryOut(BaseModel):

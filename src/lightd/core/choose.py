@@ -106,16 +106,15 @@ def _run(
             free = ports if free is None else free & ports
         if not free:
             continue
-        run_start, run_length, previous = 0, 0, -2
+        run_length, previous = 0, -2
         for port in sorted(free):
             if port == previous + 1:
                 run_length += 1
             else:
-                run_start, run_length = port, 1
+                run_length = 1
             previous = port
             if run_length >= count:
                 starts.append((group_ip, port - count + 1))
-        del run_start
     if not starts:
         return None
     group_ip, first_port = rng.choice(starts)

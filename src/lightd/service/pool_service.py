@@ -91,9 +91,6 @@ class PoolService:
 
     async def save(self, changes: Sequence[Change]) -> None:
         """Make ``changes`` durable (sharing a transaction with concurrent ones)."""
-        await self._save(changes)
-
-    async def _save(self, changes: Sequence[Change]) -> None:
         assert self.committer is not None, "PoolService.start() was not called"
         await self.committer.submit(changes)
 
@@ -192,7 +189,7 @@ class PoolService:
         for entry in entries:
             self.pool.add(entry)
         try:
-            await self._save([put_port(e) for e in entries])
+            await self.save([put_port(e) for e in entries])
         except StorageError:
             await self._undo_firewall(self.firewall.close, entries)
             raise
@@ -212,7 +209,7 @@ class PoolService:
             self.pool.set_in_use(entry, True, container)
             if note is not None:
                 self.pool.set_note(entry, note)
-        await self._save([put_port(e) for e in entries])
+        await self.save([put_port(e) for e in entries])
         return entries
 
     def choose(
@@ -245,7 +242,7 @@ class PoolService:
         if not self.pool.set_in_use(entry, in_use):
             await self._settled()
             return entry, False
-        await self._save([put_port(entry)])
+        await self.save([put_port(entry)])
         return entry, True
 
     async def delete(self, ip: str, port: int, protocol: str | None) -> Entry:
@@ -253,7 +250,7 @@ class PoolService:
         self._refuse_if_held(entry)
         await self._withdraw([entry])
         try:
-            await self._save([DeletePort(*entry.key)])
+            await self.save([DeletePort(*entry.key)])
         except StorageError:
             await self._undo_firewall(self.firewall.open, [entry])
             raise
@@ -286,7 +283,7 @@ class PoolService:
             return result
         await self._withdraw(result.deleted)
         try:
-            await self._save([DeletePort(*e.key) for e in result.deleted])
+            await self.save([DeletePort(*e.key) for e in result.deleted])
         except StorageError:
             await self._undo_firewall(self.firewall.open, result.deleted)
             raise
