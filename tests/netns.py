@@ -12,9 +12,12 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from types import TracebackType
 
-__all__ = ["NetNs", "missing_requirements"]
+import pytest
+
+__all__ = ["NetNs", "missing_requirements", "private_netns"]
 
 REQUIRED_TOOLS = ("iptables", "iptables-save", "iptables-restore", "unshare", "nsenter")
 IPV6_TOOLS = ("ip6tables", "ip6tables-save", "ip6tables-restore")
@@ -112,3 +115,19 @@ class NetNs:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def private_netns() -> Iterator[NetNs]:
+    """For a fixture: a private namespace, or a skip naming what is missing (a failure in CI)."""
+    reason = missing_requirements() or missing_requirements(IPV6_TOOLS)
+    if reason is None:
+        try:
+            space = NetNs()
+        except (OSError, RuntimeError) as exc:
+            reason = f"cannot create a private network namespace: {exc}"
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but the real iptables tests cannot run: {reason}")
+        pytest.skip(reason)
+    with space:
+        yield space

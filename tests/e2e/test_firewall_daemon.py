@@ -6,7 +6,6 @@ throw-away network namespace (``firewall.netns``), so these tests never touch th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 
 from tests.conftest import HEADERS, write_test_config
 from tests.e2e.daemon import ServedDaemon
-from tests.netns import IPV6_TOOLS, NetNs, missing_requirements
+from tests.netns import NetNs, private_netns
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +22,7 @@ TAG = "-m comment --comment lightd -j ACCEPT"
 
 @pytest.fixture
 def ns() -> Iterator[NetNs]:
-    reason = missing_requirements() or missing_requirements(IPV6_TOOLS)
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but the firewall tests cannot run: {reason}")
-        pytest.skip(reason)
-    with NetNs() as space:
-        yield space
+    yield from private_netns()
 
 
 @pytest.fixture

@@ -22,31 +22,16 @@ from lightd.core.entry import Entry
 from lightd.errors import Unavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from netns import IPV6_TOOLS, NetNs, missing_requirements  # noqa: E402
+from netns import NetNs, private_netns  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 JUMP = "-A INPUT -j LIGHTD"
 
 
-def _unable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but the real iptables tests cannot run: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def ns() -> Iterator[NetNs]:
-    reason = missing_requirements() or missing_requirements(IPV6_TOOLS)
-    if reason:
-        _unable(reason)
-    try:
-        space = NetNs()
-    except (OSError, RuntimeError) as exc:
-        _unable(f"cannot create a private network namespace: {exc}")
-        raise
-    with space:
-        yield space
+    yield from private_netns()
 
 
 @pytest.fixture
