@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -252,7 +252,7 @@ class ContainerService:
         found = (self.pools.pool.get(b.key) for b in bindings)
         return [e for e in found if e is not None]
 
-    def _release(self, entries: Any) -> list[Entry]:
+    def _release(self, entries: Iterable[Entry]) -> list[Entry]:
         released = list(entries)
         for entry in released:
             self.pools.pool.set_in_use(entry, False)
