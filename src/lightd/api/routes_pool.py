@@ -14,7 +14,6 @@ from lightd.api import hot
 from lightd.api.responses import json_response
 from lightd.api.schemas import AddPort, BulkAdd, BulkDelete, Claim, EntryOut, SetUse, entry_out
 from lightd.core.entry import parse_ip, parse_path_port, parse_protocol
-from lightd.core.ranges import parse_port_spec
 from lightd.errors import InvalidInput
 from lightd.service.pool_service import PoolService
 
@@ -124,8 +123,7 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
 
     @router.post("/bulk", status_code=201, summary="Add ports and ranges in one transaction")
     async def bulk_add(body: BulkAdd) -> Response:
-        ports = parse_port_spec(body.ports)
-        added, skipped = await service.add_many(body.ip, body.protocols, ports, body.note)
+        added, skipped = await service.add_many(body.ip, body.protocols, body.numbers, body.note)
         return json_response(
             {
                 "message": f"Added {len(added)} ports to pool",

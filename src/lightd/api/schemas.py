@@ -114,6 +114,11 @@ class BulkAdd(_WithProtocols):
     )]
     note: Note = None
 
+    @property
+    def numbers(self) -> list[int]:
+        """``ports`` as validation left it: every number named, sorted, without repeats."""
+        return [int(port) for port in self.ports]
+
 
 class EntryOut(BaseModel):
     ip: str
