@@ -75,6 +75,8 @@ def main() -> None:
                            bodies=CLAIM_BODIES, keep_bodies=True).bodies
             marked = httpx.get(daemon.url + "/network/ports?in_use=true", headers=HEADERS,
                                timeout=60).json()["total"]
+            transactions = httpx.get(daemon.url + "/api/v1/status", headers=HEADERS,
+                                     timeout=60).json()["pool"]["transactions"]
         finally:
             daemon.stop()
     handed = [(p["ip"], p["port"], p["protocol"]) for body in kept
@@ -93,6 +95,8 @@ def main() -> None:
     print(f"ratio claims / ping: {claim_rate / ping_rate:.2f}x  (target >= 0.50)")
     print(f"claims answered: {answered} in the timed rounds; bodies checked: {len(handed)} "
           f"ports, handed out twice: {duplicates}  (must be 0); in use afterwards: {marked}")
+    print(f"transactions: {transactions} for {marked} claims, "
+          f"{marked / max(transactions, 1):.1f} claims per fsync'd transaction")
     print("add 0.0.0.0:1-65535/tcp in one call, median of 3: "
           f"{statistics.median(adds):.3f}s  (target < 1 s; runs: "
           + ", ".join(f"{a:.3f}" for a in adds) + ")")
