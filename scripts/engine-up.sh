@@ -63,6 +63,15 @@ ours() {
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "system service .*unix://$SOCK"
 }
 
+# Is the pid in the pid file still running (not exited, not a zombie)?
+alive() {
+    [ -f "$PIDFILE" ] || return 1
+    pid=$(cat "$PIDFILE")
+    [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+    state=$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
+    [ "$state" != Z ]
+}
+
 if ours && answers; then
     say "service already running (pid $(cat "$PIDFILE"))"
 else
@@ -78,7 +87,9 @@ else
     fi
     i=0
     until answers; do
-        ours || die "podman service exited; see $LOG: $(tail -n 5 "$LOG" 2>/dev/null)"
+        # Liveness, not identity: right after the fork the child still shows this script's
+        # command line until it execs podman, so `ours` would wrongly say it is gone.
+        alive || die "podman service exited; see $LOG: $(tail -n 5 "$LOG" 2>/dev/null)"
         i=$((i + 1))
         [ "$i" -le $((WAIT * 10)) ] || die "socket $SOCK did not answer within ${WAIT}s; see $LOG"
         sleep 0.1
