@@ -7,6 +7,7 @@ load, so requests/s is what the daemon sustains, not what the client can queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -119,7 +120,14 @@ def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int,
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
+    """User + system CPU time of a process (all its threads) and of its live children (the
+    daemon's store writer), from /proc."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            for child in children.read().split():
+                with contextlib.suppress(FileNotFoundError):  # it exited in between
+                    seconds += process_cpu_seconds(int(child))
+    return seconds

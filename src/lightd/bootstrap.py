@@ -10,6 +10,7 @@ from lightd import __version__
 from lightd.adapters import engine as engines
 from lightd.adapters import host, iptables
 from lightd.adapters.sqlite_store import SqliteStore
+from lightd.adapters.sqlite_writer import SqliteWriter
 from lightd.config import Settings
 from lightd.core.changes import PutPort
 from lightd.core.entry import parse_ip
@@ -85,6 +86,7 @@ class Lightd:
             host=host,
             host_check=bool(pool["host_check"]),
             require_local_ip=bool(pool["require_local_ip"]),
+            writer=SqliteWriter(settings.database_path),
         )
         runtime = settings.section("runtime")
         self.containers = ContainerService(
@@ -99,7 +101,7 @@ class Lightd:
             self.store.apply(seed)
             log.info("created %s with %d initial ports", self.store.path, len(seed))
         self.pool.load()
-        self.pool.start()
+        await self.pool.start()
         log.info("pool loaded: %d entries from %s", len(self.pool.pool), self.store.path)
         await self._reconcile_firewall()
         await self._reconcile_containers()

@@ -75,3 +75,21 @@ class ServedDaemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=15)
+
+    def children(self) -> list[int]:
+        """Pids of the daemon's child processes (its store writer)."""
+        assert self.process is not None
+        pids: list[int] = []
+        for task in os.listdir(f"/proc/{self.process.pid}/task"):
+            with open(f"/proc/{self.process.pid}/task/{task}/children") as listed:
+                pids += [int(pid) for pid in listed.read().split()]
+        return pids
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -13,7 +13,7 @@ import pytest
 from lightd.adapters.sqlite_store import SqliteStore
 from lightd.core.changes import PutPort
 from tests.conftest import HEADERS, write_test_config
-from tests.e2e.daemon import ServedDaemon
+from tests.e2e.daemon import ServedDaemon, running
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,14 @@ def test_an_acknowledged_change_survives_sigkill(served):
     response = httpx.put(served.url + "/network/ports/0.0.0.0/30049/use", json={"in_use": True},
                          headers=HEADERS)
     assert response.status_code == 200
+    writers = served.children()
+    assert writers, "the daemon writes through a child process"
     served.kill()
+    # The writer leaves by itself once its socket to the dead daemon closes.
+    deadline = time.monotonic() + 10
+    while any(running(pid) for pid in writers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(running(pid) for pid in writers)
     served.start()
     pool = pool_of(served)
     assert sum(1 for p in pool if 30000 <= p[1] < 30050) == 50

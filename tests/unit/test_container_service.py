@@ -25,7 +25,7 @@ async def world():
     engine = FakeEngine()
     containers = ContainerService(pools, engine)
     pools.load()
-    pools.start()
+    await pools.start()
     yield pools, containers, engine, store
     await pools.stop()
     await containers.close()

@@ -17,7 +17,7 @@ async def make_service():
         store = MemoryStore([Entry(ip, port, proto) for ip, port, proto in specs])
         service = PoolService(store, firewall)
         service.load()
-        service.start()
+        await service.start()
         started.append(service)
         return service, store
 

@@ -6,6 +6,9 @@ written, ``submit`` hands its changes to the store's thread at once; while one i
 new submissions collect and go together as the next one the moment it ends. So the disk is kept
 busy while the loop goes on serving, and a lone change waits for nothing but its own fsync.
 
+A *writer* carries each transaction to the store off the event loop: the SQLite store has a
+process of its own (``lightd.adapters.sqlite_writer``); any other store gets a ``ThreadWriter``.
+
 A future resolves only once its changes are durable. If a transaction fails, it and everything
 submitted after it fail together and ``on_failure`` rebuilds the in-memory state from the store
 (the source of truth) before any other task runs.
@@ -21,25 +24,44 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lightd.core.changes import Change
 from lightd.errors import StorageError
+from lightd.service.ports import Store
 
-__all__ = ["Committer"]
+__all__ = ["Committer", "ThreadWriter"]
 
 log = logging.getLogger(__name__)
+
+
+class ThreadWriter:
+    """Applies a store's transactions on one thread of its own, in order."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lightd-store")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, changes: Sequence[Change]) -> asyncio.Future[None]:
+        assert self._loop is not None, "ThreadWriter.start() was not called"
+        return self._loop.run_in_executor(self._executor, self.store.apply, changes)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
 
 
 class Committer:
     def __init__(
         self,
-        apply: Callable[[Sequence[Change]], None],
+        write: Callable[[Sequence[Change]], asyncio.Future[None]],
         on_failure: Callable[[], None] | None = None,
     ) -> None:
-        self._apply = apply
+        self._write = write
         self._on_failure = on_failure
         self._changes: list[Change] = []
         self._waiters: list[asyncio.Future[None]] = []
         # Resolves when the transaction being written has been settled (or None: nothing is).
         self._inflight: asyncio.Future[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lightd-store")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.transactions = 0
@@ -81,7 +103,6 @@ class Committer:
         self._closing = True
         while self._inflight is not None:
             await asyncio.shield(self._inflight)
-        self._executor.shutdown(wait=True)
 
     def _flush(self) -> None:
         assert self._loop is not None
@@ -92,7 +113,7 @@ class Committer:
         if not changes:  # only barriers: everything before them is already durable
             self._settle(waiters, settled, None)
             return
-        writing = self._loop.run_in_executor(self._executor, self._apply, changes)
+        writing = self._write(changes)
         writing.add_done_callback(
             lambda done: self._settle(waiters, settled, done.exception())
         )

@@ -28,9 +28,9 @@ from lightd.errors import (
     NotFound,
     StorageError,
 )
-from lightd.service.committer import Committer
+from lightd.service.committer import Committer, ThreadWriter
 from lightd.service.host_check import HostCheck
-from lightd.service.ports import Firewall, Host, NoFirewall, Store
+from lightd.service.ports import Firewall, Host, NoFirewall, Store, Writer
 
 __all__ = ["BulkDeleteResult", "PoolService"]
 
@@ -53,8 +53,11 @@ class PoolService:
         host: Host | None = None,
         host_check: bool = True,
         require_local_ip: bool = True,
+        writer: Writer | None = None,
     ) -> None:
         self.store = store
+        # Writes the store's transactions off the event loop (the store's own thread by default).
+        self.writer: Writer = writer or ThreadWriter(store)
         self.firewall: Firewall = firewall or NoFirewall()
         self.host = host
         self.host_check = HostCheck(host if host_check else None)
@@ -76,13 +79,15 @@ class PoolService:
         for hook in self.reload_hooks:
             hook()
 
-    def start(self) -> None:
-        self.committer = Committer(self.store.apply, on_failure=self.load)
+    async def start(self) -> None:
+        await self.writer.start()
+        self.committer = Committer(self.writer.write, on_failure=self.load)
         self.committer.start()
 
     async def stop(self) -> None:
         if self.committer is not None:
             await self.committer.close()
+            await self.writer.close()
 
     async def reconcile_firewall(self) -> dict[str, Any]:
         """Make the firewall equal to the pool (rules missing, stale or duplicated)."""

@@ -5,6 +5,7 @@ Adapters satisfy these structurally; the service never imports an adapter.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -12,7 +13,7 @@ from lightd.core.changes import Change
 from lightd.core.containers import Binding
 from lightd.core.entry import Entry
 
-__all__ = ["BoundPorts", "Engine", "Firewall", "Host", "NoFirewall", "Store"]
+__all__ = ["BoundPorts", "Engine", "Firewall", "Host", "NoFirewall", "Store", "Writer"]
 
 
 class Store(Protocol):
@@ -31,6 +32,18 @@ class Store(Protocol):
         """Apply all changes in one transaction, durably, or raise StorageError and apply none."""
 
     def close(self) -> None: ...
+
+
+class Writer(Protocol):
+    """Carries the store's transactions off the event loop, one after another, in order."""
+
+    async def start(self) -> None: ...
+
+    def write(self, changes: Sequence[Change]) -> asyncio.Future[None]:
+        """Apply ``changes`` as one transaction; the future fails with StorageError if not."""
+
+    async def close(self) -> None:
+        """Finish what was written, then stop."""
 
 
 class Firewall(Protocol):

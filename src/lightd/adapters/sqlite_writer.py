@@ -1,0 +1,257 @@
+"""The SQLite store's transactions, written by a child process of the daemon.
+
+Why a process and not a thread: a writer thread must take the GIL back after every SQLite call,
+and while the event loop is busy serving, that wait (up to the interpreter's switch interval) is
+longer than the transaction itself. Under 64 concurrent claims a thread spent more time waiting
+for the GIL than writing and syncing. A process has a GIL of its own; the loop only hands it
+bytes and reads the answers, both without blocking.
+
+The two talk over a socketpair, in frames of a 4-byte big-endian length and a ``marshal`` body:
+
+- to the child: a list of changes, each ``(kind, *fields)``; all of them form one transaction;
+- to the parent: ``None`` when that transaction is durable, or the error text when nothing of it
+  was applied. The first frame the child sends says whether it could open the database.
+
+The child ignores SIGINT and SIGTERM (a Ctrl-C or an init system signals the whole group): it
+leaves when its socket closes, after the transaction it is writing, so a daemon that stops or dies
+never leaves one half done, and never leaves the child behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import marshal
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from lightd.adapters.sqlite_store import SqliteStore
+from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
+from lightd.errors import StorageError
+
+__all__ = ["SqliteWriter"]
+
+KINDS: tuple[type[Change], ...] = (PutPort, DeletePort, PutContainer, DeleteContainer)
+_CODES = {kind: code for code, kind in enumerate(KINDS)}
+_LENGTH = struct.Struct(">I")
+_READ_SIZE = 1 << 16
+_EXIT_WAIT = 10.0
+
+
+def _frame(value: Any) -> bytes:
+    body = marshal.dumps(value)
+    return _LENGTH.pack(len(body)) + body
+
+
+def _encode(changes: Sequence[Change]) -> bytes:
+    return _frame([(_CODES[type(change)], *change) for change in changes])
+
+
+class SqliteWriter:
+    """Applies transactions to ``path`` in a child process, in the order they were written.
+
+    ``write`` returns a future that resolves once the transaction is durable, or fails with
+    StorageError when nothing of it was applied (an SQLite error, or the child gone). A child that
+    died is started again by the next ``write``.
+    """
+
+    def __init__(self, path: Path, python: str = sys.executable) -> None:
+        self.path = path
+        self.python = python
+        self.process: subprocess.Popen[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._outgoing = bytearray()
+        self._incoming = bytearray()
+        self._pending: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiting_to_send = False
+        self._closed = False
+        self._last_error: str | None = None
+
+    async def start(self) -> None:
+        """Start the child and wait until it has the database open."""
+        self._loop = asyncio.get_running_loop()
+        await self._spawn()
+
+    def write(self, changes: Sequence[Change]) -> asyncio.Future[None]:
+        assert self._loop is not None, "SqliteWriter.start() was not called"
+        future: asyncio.Future[None] = self._loop.create_future()
+        if self._closed:
+            future.set_exception(StorageError("lightd is stopping; the change was not saved"))
+            return future
+        if self._sock is None:  # the child died: start another, then send
+            try:
+                ready = self._spawn()
+            except StorageError as exc:
+                future.set_exception(exc)
+                return future
+            ready.add_done_callback(lambda done: done.exception())  # failures reach `future`
+        self._pending.append(future)
+        self._outgoing += _encode(changes)
+        self._send()
+        return future
+
+    async def close(self) -> None:
+        """Let the child finish what it was sent, then wait for it to exit."""
+        self._closed = True
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        self._disconnect()
+        await self._reap()
+
+    # -- the parent's side of the socket -------------------------------------------------------
+
+    def _spawn(self) -> asyncio.Future[None]:
+        assert self._loop is not None
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.process = subprocess.Popen(
+                [self.python, "-m", "lightd.adapters.sqlite_writer", str(child.fileno()),
+                 str(self.path)],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(child.fileno(),),
+            )
+        except OSError as exc:
+            parent.close()
+            raise StorageError(f"cannot start the store's writer process: {exc}") from exc
+        finally:
+            child.close()
+        parent.setblocking(False)
+        self._sock = parent
+        self._incoming.clear()
+        self._outgoing.clear()
+        self._loop.add_reader(parent.fileno(), self._receive)
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._pending.appendleft(ready)  # the child's first answer: the database is open
+        return ready
+
+    def _send(self) -> None:
+        sock = self._sock
+        assert sock is not None and self._loop is not None
+        while self._outgoing:
+            try:
+                sent = sock.send(self._outgoing)
+            except (BlockingIOError, InterruptedError):
+                if not self._waiting_to_send:
+                    self._loop.add_writer(sock.fileno(), self._send)
+                    self._waiting_to_send = True
+                return
+            except OSError as exc:
+                self._lost(f"cannot write to it: {exc}")
+                return
+            del self._outgoing[:sent]
+        if self._waiting_to_send:
+            self._loop.remove_writer(sock.fileno())
+            self._waiting_to_send = False
+
+    def _receive(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(f"cannot read from it: {exc}")
+            return
+        if not data:
+            self._lost("it exited")
+            return
+        incoming = self._incoming
+        incoming += data
+        while len(incoming) >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(incoming)
+            end = _LENGTH.size + size
+            if len(incoming) < end:
+                break
+            answer = marshal.loads(incoming[_LENGTH.size:end])
+            del incoming[:end]
+            future = self._pending.popleft()
+            if answer is None:
+                future.set_result(None)
+            else:
+                self._last_error = str(answer)
+                future.set_exception(StorageError(str(answer)))
+
+    def _lost(self, why: str) -> None:
+        """The child is gone or unreachable: fail what it had not answered."""
+        self._disconnect()
+        code = None if self.process is None else self.process.poll()
+        message = f"the store's writer process stopped ({why}"
+        message += "" if code is None else f", exit code {code}"
+        message += f"; last error: {self._last_error})" if self._last_error else ")"
+        pending, self._pending = self._pending, collections.deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(StorageError(f"could not save the change: {message}"))
+
+    def _disconnect(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None or self._loop is None:
+            return
+        self._loop.remove_reader(sock.fileno())
+        if self._waiting_to_send:
+            self._loop.remove_writer(sock.fileno())
+            self._waiting_to_send = False
+        sock.close()  # the child sees end of file and exits
+
+    async def _reap(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        deadline = time.monotonic() + _EXIT_WAIT
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if process.poll() is None:  # pragma: no cover - a child stuck in a write
+            process.kill()
+            process.wait()
+
+
+# -- the child -------------------------------------------------------------------------------------
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def serve(fd: int, path: Path) -> int:
+    """Apply every transaction read from socket ``fd`` to the database at ``path``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    store = SqliteStore(path)
+    try:
+        store.open()
+    except StorageError as exc:
+        sock.sendall(_frame(exc.message))
+        return 1
+    sock.sendall(_frame(None))
+    with open(fd, "rb", buffering=_READ_SIZE, closefd=False) as stream:
+        while True:
+            head = _read_exactly(stream, _LENGTH.size)
+            if head is None:
+                break
+            body = _read_exactly(stream, _LENGTH.unpack(head)[0])
+            if body is None:
+                break
+            answer: str | None = None
+            try:
+                store.apply([KINDS[code](*fields) for code, *fields in marshal.loads(body)])
+            except StorageError as exc:
+                answer = exc.message
+            except Exception as exc:  # noqa: BLE001 - the parent must hear of every failure
+                answer = f"could not save the change: {type(exc).__name__}: {exc}"
+            sock.sendall(_frame(answer))
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(int(sys.argv[1]), Path(sys.argv[2])))
