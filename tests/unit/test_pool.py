@@ -132,3 +132,32 @@ def test_available_count_tracks_every_change():
     assert pool.available_count() == 9  # the wildcard and the blocked 10.0.0.1
     pool.remove(("0.0.0.0", 2, "tcp"))
     assert pool.available_count() == 8
+
+
+def test_every_draw_index_agrees_with_the_entries_as_groups_come_and_go():
+    """Random changes, with new ips and protocols appearing late: every draw (unfiltered, per
+    protocol, per ip) can return exactly the entries the availability rules allow, no more."""
+    rng = random.Random(11)
+    pool = pool_of(*[("0.0.0.0", p, "tcp") for p in range(1, 30)])
+    ips = ["0.0.0.0", "10.0.0.1", "127.0.0.1", "::", "::1"]
+    for step in range(600):
+        ip, port, protocol = rng.choice(ips), rng.randint(1, 30), rng.choice(("tcp", "udp"))
+        entry = pool.get((ip, port, protocol))
+        if entry is None:
+            pool.add(Entry(ip, port, protocol))
+        elif step % 7 == 0 and not entry.in_use:
+            pool.remove(entry.key)
+        else:
+            pool.set_in_use(entry, not entry.in_use)
+        if step % 50 == 0 or step == 599:
+            expected = {e.key for e in pool.entries() if pool.is_available(e)}
+            assert expected == {e.key for e in pool.entries()
+                                if not e.in_use and not pool.blockers(e)}
+            assert pool.available_count() == len(expected)
+            for protocol_filter in (None, "tcp", "udp"):
+                wanted = {k for k in expected if protocol_filter in (None, k[2])}
+                drawn = set()
+                for _ in range(40 * len(wanted) + 1):
+                    chosen = pool.random(rng, protocol=protocol_filter)
+                    drawn.add(None if chosen is None else chosen.key)
+                assert drawn == (wanted or {None})

@@ -7,7 +7,10 @@ wildcard of its family (0.0.0.0 for IPv4, :: for IPv6): the kernel will not bind
 Entries that compete for one kernel binding share a *slot* ``(family, port, protocol)``. A slot has
 one entry in the common case and a handful at most, so re-deciding the availability of a slot's
 entries after a change is cheap. Available entries sit in one RandomSet per ``(ip, protocol)``
-group, so ``random`` costs O(groups), not O(entries).
+group, and again in one per protocol and one for all, so an unfiltered ``random`` is one O(1)
+draw. Those unions are separate sets only when they differ from a group: on a host with one ip
+per protocol (the common case) they *are* the group's set, so marking a port costs one update
+of it instead of three.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Pool:
         # The same keys again, for draws filtered by protocol only, and for unfiltered ones.
         self._by_protocol: dict[str, RandomSet[Key]] = {"tcp": RandomSet(), "udp": RandomSet()}
         self._all_available: RandomSet[Key] = RandomSet()
+        # Per group: the distinct sets its available keys are in (its own and the unions).
+        self._targets: dict[Group, tuple[RandomSet[Key], ...]] = {}
         self._sorted: list[Entry] | None = None
         self._load(entries)
 
@@ -45,6 +50,7 @@ class Pool:
             self._entries[entry.key] = entry
             self._slots.setdefault(entry.slot, []).append(entry)
             self._available.setdefault((entry.ip, entry.protocol), RandomSet())
+        self._index_groups()
         for slot, members in self._slots.items():
             if len(members) == 1:
                 if not members[0].in_use:
@@ -170,7 +176,9 @@ class Pool:
             raise AlreadyExists()
         self._entries[key] = entry
         self._slots.setdefault(entry.slot, []).append(entry)
-        self._available.setdefault((entry.ip, entry.protocol), RandomSet())
+        if (entry.ip, entry.protocol) not in self._available:
+            self._available[(entry.ip, entry.protocol)] = RandomSet()
+            self._index_groups()
         self._sorted = None
         self._refresh(entry.slot)
 
@@ -181,9 +189,8 @@ class Pool:
         members = self._slots[entry.slot]
         members.remove(entry)
         # Groups are never dropped: there are only as many as ips times protocols.
-        self._available[(entry.ip, entry.protocol)].discard(key)
-        self._by_protocol[entry.protocol].discard(key)
-        self._all_available.discard(key)
+        for available in self._targets[(entry.ip, entry.protocol)]:
+            available.discard(key)
         if members:
             self._refresh(entry.slot)
         else:
@@ -218,13 +225,40 @@ class Pool:
             self._mark(member, not member.in_use and not blocked)
 
     def _mark(self, entry: Entry, available: bool) -> None:
-        group = self._available[(entry.ip, entry.protocol)]
         key = entry.key
         if available:
-            group.add(key)
-            self._by_protocol[entry.protocol].add(key)
-            self._all_available.add(key)
+            for target in self._targets[(entry.ip, entry.protocol)]:
+                target.add(key)
         else:
-            group.discard(key)
-            self._by_protocol[entry.protocol].discard(key)
-            self._all_available.discard(key)
+            for target in self._targets[(entry.ip, entry.protocol)]:
+                target.discard(key)
+
+    def _index_groups(self) -> None:
+        """(Re)build the per-protocol and overall unions of the groups; when a new group appears."""
+
+        def union(groups: list[RandomSet[Key]]) -> RandomSet[Key]:
+            if len(groups) == 1:
+                return groups[0]  # the same set, not a copy: nothing to keep in step
+            merged: RandomSet[Key] = RandomSet()
+            for group in groups:
+                for key in group:
+                    merged.add(key)
+            return merged
+
+        per_protocol = {
+            protocol: [g for (_, p), g in self._available.items() if p == protocol]
+            for protocol in ("tcp", "udp")
+        }
+        self._by_protocol = {protocol: union(groups) for protocol, groups in per_protocol.items()}
+        used = [protocol for protocol, groups in per_protocol.items() if groups]
+        if len(used) == 1:
+            self._all_available = self._by_protocol[used[0]]
+        else:
+            self._all_available = union(list(self._available.values()))
+        self._targets = {}
+        for (ip, protocol), group in self._available.items():
+            targets: list[RandomSet[Key]] = []
+            for target in (group, self._by_protocol[protocol], self._all_available):
+                if all(target is not seen for seen in targets):
+                    targets.append(target)
+            self._targets[(ip, protocol)] = tuple(targets)

@@ -49,8 +49,8 @@ class HostCheck:
                 log.warning("cannot read this host's socket tables, not checking: %s", exc)
                 return None
             took = time.monotonic() - now
-            # On a host with very many sockets a snapshot costs more: keep it under ~5% of time.
-            self._max_age = max(self.max_age, 20 * took)
+            # On a host with very many sockets a snapshot costs more: keep it under ~2% of time.
+            self._max_age = max(self.max_age, 50 * took)
             self._taken_at = now
             self._reject = _Reject(snapshot, self._reported)
         return self._reject
