@@ -72,7 +72,11 @@ class BulkDelete(Body):
 
 
 def _parse_protocols(value: Any) -> Any:
-    return "both" if parse_protocols(value) == ("tcp", "udp") else parse_protocols(value)[0]
+    protocols = parse_protocols(value)
+    return "both" if len(protocols) == 2 else protocols[0]
+
+
+_PROTOCOLS_OF = {"tcp": ("tcp",), "udp": ("udp",), "both": ("tcp", "udp")}
 
 
 Protocols = Annotated[Literal["tcp", "udp", "both"], value_error(_parse_protocols)]
@@ -96,7 +100,7 @@ class _WithProtocols(Body):
 
     @property
     def protocols(self) -> tuple[str, ...]:
-        return parse_protocols(self.protocol)
+        return _PROTOCOLS_OF[self.protocol]  # validation left one of the three
 
 
 class Claim(_WithProtocols):
