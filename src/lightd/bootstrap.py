@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from typing import Any
@@ -100,8 +101,13 @@ class Lightd:
             seed = initial_changes(self.settings.initial_ports)
             self.store.apply(seed)
             log.info("created %s with %d initial ports", self.store.path, len(seed))
-        self.pool.load()
-        await self.pool.start()
+        # The store's writer process starts (up to waiting for it) while the pool loads.
+        starting = asyncio.ensure_future(self.pool.start())
+        await asyncio.sleep(0)
+        try:
+            self.pool.load()
+        finally:
+            await starting
         log.info("pool loaded: %d entries from %s", len(self.pool.pool), self.store.path)
         await self._reconcile_firewall()
         await self._reconcile_containers()
