@@ -74,6 +74,7 @@ class SqliteWriter:
         self._waiting_to_send = False
         self._closed = False
         self._last_error: str | None = None
+        self._reaping: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the child and wait until it has the database open."""
@@ -104,7 +105,10 @@ class SqliteWriter:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         self._disconnect()
-        await self._reap()
+        if self.process is not None:
+            await self._reap(self.process)
+        if self._reaping:
+            await asyncio.gather(*self._reaping)
 
     # -- the parent's side of the socket -------------------------------------------------------
 
@@ -183,6 +187,11 @@ class SqliteWriter:
         """The child is gone or unreachable: fail what it had not answered."""
         self._disconnect()
         code = None if self.process is None else self.process.poll()
+        if self.process is not None and code is None and self._loop is not None:
+            # Still exiting: wait for it in the background, so it never lingers as a zombie.
+            task = self._loop.create_task(self._reap(self.process))
+            self._reaping.add(task)
+            task.add_done_callback(self._reaping.discard)
         message = f"the store's writer process stopped ({why}"
         message += "" if code is None else f", exit code {code}"
         message += f"; last error: {self._last_error})" if self._last_error else ")"
@@ -201,10 +210,8 @@ class SqliteWriter:
             self._waiting_to_send = False
         sock.close()  # the child sees end of file and exits
 
-    async def _reap(self) -> None:
-        process = self.process
-        if process is None:
-            return
+    @staticmethod
+    async def _reap(process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + _EXIT_WAIT
         while process.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
