@@ -6,11 +6,8 @@ longer than the transaction itself. Under 64 concurrent claims a thread spent mo
 for the GIL than writing and syncing. A process has a GIL of its own; the loop only hands it
 bytes and reads the answers, both without blocking.
 
-The two talk over a socketpair, in frames of a 4-byte big-endian length and a ``marshal`` body:
-
-- to the child: a list of changes, each ``(kind, *fields)``; all of them form one transaction;
-- to the parent: ``None`` when that transaction is durable, or the error text when nothing of it
-  was applied. The first frame the child sends says whether it could open the database.
+The two talk over a socketpair; the wire format and the child's loop are in
+:mod:`lightd.adapters.sqlite_child`, which imports no asyncio so the child starts quickly.
 
 The child ignores SIGINT and SIGTERM (a Ctrl-C or an init system signals the whole group): it
 leaves when its socket closes, after the transaction it is writing, so a daemon that stops or dies
@@ -22,36 +19,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import marshal
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
 
-from lightd.adapters.sqlite_store import SqliteStore
-from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
+from lightd.adapters.sqlite_child import LENGTH, READ_SIZE, encode
+from lightd.core.changes import Change
 from lightd.errors import StorageError
 
 __all__ = ["SqliteWriter"]
 
-KINDS: tuple[type[Change], ...] = (PutPort, DeletePort, PutContainer, DeleteContainer)
-_CODES = {kind: code for code, kind in enumerate(KINDS)}
-_LENGTH = struct.Struct(">I")
-_READ_SIZE = 1 << 16
 _EXIT_WAIT = 10.0
-
-
-def _frame(value: Any) -> bytes:
-    body = marshal.dumps(value)
-    return _LENGTH.pack(len(body)) + body
-
-
-def _encode(changes: Sequence[Change]) -> bytes:
-    return _frame([(_CODES[type(change)], *change) for change in changes])
 
 
 class SqliteWriter:
@@ -95,7 +76,7 @@ class SqliteWriter:
                 return future
             ready.add_done_callback(lambda done: done.exception())  # failures reach `future`
         self._pending.append(future)
-        self._outgoing += _encode(changes)
+        self._outgoing += encode(changes)
         self._send()
         return future
 
@@ -117,7 +98,7 @@ class SqliteWriter:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = subprocess.Popen(
-                [self.python, "-m", "lightd.adapters.sqlite_writer", str(child.fileno()),
+                [self.python, "-m", "lightd.adapters.sqlite_child", str(child.fileno()),
                  str(self.path)],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(child.fileno(),),
@@ -158,7 +139,7 @@ class SqliteWriter:
     def _receive(self) -> None:
         assert self._sock is not None
         try:
-            data = self._sock.recv(_READ_SIZE)
+            data = self._sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -169,12 +150,12 @@ class SqliteWriter:
             return
         incoming = self._incoming
         incoming += data
-        while len(incoming) >= _LENGTH.size:
-            (size,) = _LENGTH.unpack_from(incoming)
-            end = _LENGTH.size + size
+        while len(incoming) >= LENGTH.size:
+            (size,) = LENGTH.unpack_from(incoming)
+            end = LENGTH.size + size
             if len(incoming) < end:
                 break
-            answer = marshal.loads(incoming[_LENGTH.size:end])
+            answer = marshal.loads(incoming[LENGTH.size:end])
             del incoming[:end]
             future = self._pending.popleft()
             if answer is None:
@@ -218,47 +199,3 @@ class SqliteWriter:
         if process.poll() is None:  # pragma: no cover - a child stuck in a write
             process.kill()
             process.wait()
-
-
-# -- the child -------------------------------------------------------------------------------------
-
-
-def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
-    data = stream.read(size)
-    return data if len(data) == size else None
-
-
-def serve(fd: int, path: Path) -> int:
-    """Apply every transaction read from socket ``fd`` to the database at ``path``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sock = socket.socket(fileno=fd)
-    store = SqliteStore(path)
-    try:
-        store.open()
-    except StorageError as exc:
-        sock.sendall(_frame(exc.message))
-        return 1
-    sock.sendall(_frame(None))
-    with open(fd, "rb", buffering=_READ_SIZE, closefd=False) as stream:
-        while True:
-            head = _read_exactly(stream, _LENGTH.size)
-            if head is None:
-                break
-            body = _read_exactly(stream, _LENGTH.unpack(head)[0])
-            if body is None:
-                break
-            answer: str | None = None
-            try:
-                store.apply([KINDS[code](*fields) for code, *fields in marshal.loads(body)])
-            except StorageError as exc:
-                answer = exc.message
-            except Exception as exc:  # noqa: BLE001 - the parent must hear of every failure
-                answer = f"could not save the change: {type(exc).__name__}: {exc}"
-            sock.sendall(_frame(answer))
-    store.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(serve(int(sys.argv[1]), Path(sys.argv[2])))
