@@ -179,7 +179,11 @@ class SqliteWriter:
         pending, self._pending = self._pending, collections.deque()
         for future in pending:
             if not future.done():
-                future.set_exception(StorageError(f"could not save the change: {message}"))
+                # It may have died after its commit and before its answer: say so, not "lost".
+                future.set_exception(StorageError(
+                    f"the change was not confirmed: {message}. lightd reloaded the pool from the "
+                    "database, so reading the entry shows whether it was saved"
+                ))
 
     def _disconnect(self) -> None:
         sock, self._sock = self._sock, None
