@@ -29,9 +29,10 @@ def add_common_options(parser: Any, connections: int) -> None:
                         help="pool.host_check of the daemons (default on, as shipped)")
 
 
-def make_daemon(folder: Path, entries: list[PutPort], host_check: bool = True) -> ServedDaemon:
+def make_daemon(folder: Path, entries: list[PutPort], host_check: bool = True,
+                writer: str = "process") -> ServedDaemon:
     config = write_test_config(folder, api={"access_log": False},
-                               pool={"host_check": host_check})
+                               pool={"host_check": host_check}, storage={"writer": writer})
     store = SqliteStore(folder / "data" / "lightd.sqlite3")
     store.open()
     store.apply(entries)

@@ -17,9 +17,10 @@ from lightd.core.changes import PutPort
 from lightd.core.entry import parse_ip
 from lightd.core.ranges import parse_port_spec, parse_protocols
 from lightd.errors import InvalidInput, LightdError
+from lightd.service.committer import ThreadWriter
 from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
-from lightd.service.ports import Engine, Firewall, NoFirewall
+from lightd.service.ports import Engine, Firewall, NoFirewall, Writer
 
 __all__ = ["Lightd", "build"]
 
@@ -52,6 +53,16 @@ def choose_firewall(settings: Settings) -> tuple[Firewall, str]:
         chain, prefix, insert_jump=bool(section.get("insert_jump", False)), reason=reason
     )
     return firewall, "iptables"
+
+
+def choose_writer(settings: Settings, store: SqliteStore) -> Writer:
+    """How the store's transactions leave the event loop: ``storage.writer``."""
+    kind = str(settings.section("storage")["writer"]).lower()
+    if kind == "process":
+        return SqliteWriter(store.path)
+    if kind == "thread":
+        return ThreadWriter(store)
+    raise InvalidInput(f'storage.writer must be "process" or "thread" (got {kind!r})')
 
 
 def choose_engine(settings: Settings) -> tuple[Engine, str]:
@@ -87,7 +98,7 @@ class Lightd:
             host=host,
             host_check=bool(pool["host_check"]),
             require_local_ip=bool(pool["require_local_ip"]),
-            writer=SqliteWriter(settings.database_path),
+            writer=choose_writer(settings, self.store),
         )
         runtime = settings.section("runtime")
         self.containers = ContainerService(

@@ -38,7 +38,9 @@ MIN_TOKEN_LENGTH = 20
 DEFAULTS: dict[str, Any] = {
     "api": {"host": "127.0.0.1", "port": 8070, "access_log": False},
     "authorization": {"token": ""},
-    "storage": {"base_path": "data"},
+    # "process": transactions are written by a child process (the default, see README);
+    # "thread": by a thread of the daemon, for hosts where it must not start processes.
+    "storage": {"base_path": "data", "writer": "process"},
     "pool": {
         # Seeded only when the database is created, like the original daemon.
         "initial_ports": [{"ip": "0.0.0.0", "ports": "25565-25569", "protocol": "tcp"}],

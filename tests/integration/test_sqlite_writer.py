@@ -1,4 +1,4 @@
-"""The SQLite store's writer process, against a real database file and a real child process."""
+"""The SQLite store's writers (a child process by default, or a thread), against real files."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import pytest
 
 from lightd.adapters.sqlite_store import SqliteStore
 from lightd.adapters.sqlite_writer import SqliteWriter
+from lightd.bootstrap import build
+from lightd.config import load_or_create
 from lightd.core.changes import DeleteContainer, DeletePort, PutContainer, PutPort
-from lightd.errors import StorageError
-from tests.conftest import HEADERS
+from lightd.errors import InvalidInput, StorageError
+from lightd.service.committer import ThreadWriter
+from tests.conftest import HEADERS, write_test_config
 
 
 def put(port: int, in_use: bool = False, note: str | None = None) -> PutPort:
@@ -149,3 +152,21 @@ async def test_the_daemon_survives_its_writer_dying(client, daemon):
     with sqlite3.connect(daemon.store.path) as db:
         assert db.execute("SELECT in_use FROM ports WHERE port = 25565 AND protocol = 'tcp'"
                           ).fetchone() == (1,)
+
+
+async def test_storage_writer_thread_writes_from_a_thread_of_the_daemon(tmp_path: Path):
+    settings = load_or_create(write_test_config(tmp_path, storage={"writer": "thread"}))
+    lightd = build(settings)
+    assert isinstance(lightd.pool.writer, ThreadWriter)
+    await lightd.start()
+    try:
+        await lightd.pool.set_use("0.0.0.0", 25565, "tcp", True)
+        assert rows(lightd.store.path)[25565] == (1, None)
+    finally:
+        await lightd.stop()
+
+
+def test_storage_writer_defaults_to_the_process_and_refuses_unknown_values(tmp_path: Path):
+    assert isinstance(build(load_or_create(write_test_config(tmp_path))).pool.writer, SqliteWriter)
+    with pytest.raises(InvalidInput, match='storage.writer must be "process" or "thread"'):
+        build(load_or_create(write_test_config(tmp_path, storage={"writer": "fork"})))
