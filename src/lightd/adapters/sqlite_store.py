@@ -1,6 +1,7 @@
 """The pool in an embedded SQLite file (WAL, synchronous=FULL).
 
-The store is deliberately synchronous and small: lightd calls it from one dedicated thread, and
+The store is deliberately synchronous and small: lightd writes through it from one writer (a
+child process, ``lightd.adapters.sqlite_child``, or a thread: ``storage.writer``), and
 the group commit that batches concurrent requests lives above it (``lightd.service.committer``),
 so a PostgreSQL store only has to implement the same four methods.
 """

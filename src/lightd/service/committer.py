@@ -2,12 +2,13 @@
 
 Handlers change the in-memory pool on the event loop (so check-and-change is atomic), then
 ``submit`` the matching changes and await the returned future. When no transaction is being
-written, ``submit`` hands its changes to the store's thread at once; while one is being written,
+written, ``submit`` hands its changes to the store's writer at once; while one is being written,
 new submissions collect and go together as the next one the moment it ends. So the disk is kept
 busy while the loop goes on serving, and a lone change waits for nothing but its own fsync.
 
 A *writer* carries each transaction to the store off the event loop: the SQLite store has a
-process of its own (``lightd.adapters.sqlite_writer``); any other store gets a ``ThreadWriter``.
+process of its own by default (``lightd.adapters.sqlite_writer``); a ``ThreadWriter`` runs any
+store's ``apply`` on a thread (``storage.writer: "thread"``, and the in-memory test store).
 
 A future resolves only once its changes are durable. If a transaction fails, it and everything
 submitted after it fail together and ``on_failure`` rebuilds the in-memory state from the store
