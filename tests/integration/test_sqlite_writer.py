@@ -139,7 +139,11 @@ async def test_the_daemon_survives_its_writer_dying(client, daemon):
     os.kill(pid, signal.SIGSTOP)
     change = asyncio.ensure_future(
         client.put("/network/ports/0.0.0.0/25565/use", json={"in_use": True}))
-    await asyncio.sleep(0.1)
+    for _ in range(500):  # until the change is with the (stopped) writer
+        if daemon.pool.committer.busy:
+            break
+        await asyncio.sleep(0.01)
+    assert daemon.pool.committer.busy
     os.kill(pid, signal.SIGKILL)  # the daemon's writer, started by this test's daemon
     response = await change
     assert response.status_code == 503
