@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from lightd.api import create_app
 from lightd.bootstrap import build
 from lightd.config import load_or_create, write_config
+from tests.netns import NetNs, private_netns
 
 TOKEN = "lightd_" + "0123456789abcdef" * 2
 VENDOR = "Application/vnd.pkglatv1+json"
@@ -33,6 +35,12 @@ def write_test_config(folder: Path, **sections: dict[str, Any]) -> Path:
     path = folder / "config.json"
     write_config(path, raw)
     return path
+
+
+@pytest.fixture
+def ns() -> Iterator[NetNs]:
+    """A private network namespace (skipped, or failed with CI=true, where none can be made)."""
+    yield from private_netns()
 
 
 @pytest.fixture

@@ -13,16 +13,11 @@ import pytest
 
 from tests.conftest import HEADERS, write_test_config
 from tests.e2e.daemon import ServedDaemon
-from tests.netns import NetNs, private_netns
+from tests.netns import NetNs
 
 pytestmark = pytest.mark.slow
 
 TAG = "-m comment --comment lightd -j ACCEPT"
-
-
-@pytest.fixture
-def ns() -> Iterator[NetNs]:
-    yield from private_netns()
 
 
 @pytest.fixture

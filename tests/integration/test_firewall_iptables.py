@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,18 +18,11 @@ import pytest
 from lightd.adapters.iptables import IptablesFirewall, detect
 from lightd.core.entry import Entry
 from lightd.errors import Unavailable
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from netns import NetNs, private_netns  # noqa: E402
+from tests.netns import NetNs
 
 pytestmark = pytest.mark.slow
 
 JUMP = "-A INPUT -j LIGHTD"
-
-
-@pytest.fixture
-def ns() -> Iterator[NetNs]:
-    yield from private_netns()
 
 
 @pytest.fixture
