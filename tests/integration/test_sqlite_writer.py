@@ -18,6 +18,7 @@ from lightd.core.changes import DeleteContainer, DeletePort, PutContainer, PutPo
 from lightd.errors import InvalidInput, StorageError
 from lightd.service.committer import ThreadWriter
 from tests.conftest import HEADERS, write_test_config
+from tests.e2e.daemon import running
 
 
 def put(port: int, in_use: bool = False, note: str | None = None) -> PutPort:
@@ -45,11 +46,7 @@ async def writer(tmp_path: Path):
 
 async def wait_until_gone(pid: int, seconds: float = 10.0) -> None:
     for _ in range(int(seconds / 0.02)):
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return
-        except FileNotFoundError:
+        if not running(pid):
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"process {pid} is still running")
