@@ -188,10 +188,15 @@ def test_tcp_bound_but_not_listening_counts_as_bound(holder_ip: str) -> None:
 
 def test_tcp_connections_and_time_wait_count_as_bound() -> None:
     """A client's local port: live, then in TIME_WAIT. Made without SO_REUSEADDR, both refuse even
-    a SO_REUSEADDR bind and listen (Docker's way), and the tables cannot show the flag."""
+    a SO_REUSEADDR bind and listen (Docker's way), and the tables cannot show the flag.
+
+    The client binds before it connects: bind() picks a port no socket holds, where connect()
+    alone may share one with an older connection's TIME_WAIT (another 4-tuple), and the index
+    keeps one holder per address."""
     with socket.socket() as server, socket.socket() as client:
         server.bind(("127.0.0.1", 0))
         server.listen()
+        client.bind(("127.0.0.1", 0))
         client.connect(server.getsockname())
         port = client.getsockname()[1]
         accepted, _ = server.accept()
