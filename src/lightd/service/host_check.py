@@ -2,10 +2,11 @@
 
 The pool can only know what it was told; a port bound behind lightd's back (a server started by
 hand, a stray process) would make the next container fail to start. Choosing consults a snapshot
-of the host's socket tables at most ``max_age`` seconds old (50 ms by default). Any such check
-races a process binding a moment later; sharing one snapshot among the requests of those 50 ms
-keeps its cost (about a millisecond) off every single ``random`` and ``claim`` under load, and
-an entry freed on the host is handed out again 50 ms later at most.
+of the host's socket tables at most ``max_age`` seconds old (50 ms by default, or 50 times what
+the last snapshot took to read, if more: a host with very many sockets). Any such check races a
+process binding a moment later; sharing one snapshot among the requests of those 50 ms keeps its
+cost (about a millisecond) off every single ``random`` and ``claim`` under load, and an entry
+freed on the host is handed out again once the snapshot ages.
 """
 
 from __future__ import annotations
