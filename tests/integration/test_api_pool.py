@@ -170,6 +170,22 @@ async def test_bulk_delete_skips_ports_held_by_a_container(client, daemon):
     assert [(s["port"], s["container"]) for s in body["skipped"]] == [(25565, "mc-1")]
 
 
+async def test_bulk_delete_reports_repeated_items_once_in_order(client, daemon):
+    """A body may name the same entry many times: each shows once, where it first appeared."""
+    entry = daemon.pool.pool.get(("0.0.0.0", 25569, "tcp"))
+    daemon.pool.pool.set_in_use(entry, True, container="mc-1")
+    missing = [{"ip": "10.1.1.1", "port": p} for p in (7, 5, 7)] * 2000
+    held = [{"ip": "0.0.0.0", "port": 25569}] * 2000
+    present = [{"ip": "0.0.0.0", "port": 25566}, {"ip": "0.0.0.0", "port": 25565}] * 2000
+    response = await client.post(
+        "/network/ports/bulk-delete", json={"ports": [*missing, *held, *present]})
+    body = response.json()
+    assert response.status_code == 200 and body["deleted_count"] == 2
+    assert body["not_found"] == [{"ip": "10.1.1.1", "port": 7}, {"ip": "10.1.1.1", "port": 5}]
+    assert [(s["port"], s["container"]) for s in body["skipped"]] == [(25569, "mc-1")]
+    assert [row[1] for row in db_rows(daemon)] == [25567, 25568, 25569]
+
+
 async def test_ping_needs_no_token_or_vendor(client):
     response = await client.get("/api/v1/public/ping", headers={"Authorization": "", "Accept": "*/*"})
     assert response.status_code == 200 and response.json() == {"status": "ok"}

@@ -263,8 +263,10 @@ class PoolService:
 
     async def bulk_delete(self, items: Iterable[tuple[str, int, str | None]]) -> BulkDeleteResult:
         """Delete many entries in one transaction; missing ones and held ones are reported."""
-        result = BulkDeleteResult()
+        # Keyed, so a body repeating items costs no more than one listing each (in order).
         chosen: dict[Key, Entry] = {}
+        held: dict[Key, Entry] = {}
+        missing: dict[tuple[str, int, str | None], dict[str, object]] = {}
         for ip, port, protocol in items:
             try:
                 entry = self.pool.resolve(ip, port, protocol)
@@ -274,15 +276,10 @@ class PoolService:
                 item: dict[str, object] = {"ip": ip, "port": port}
                 if protocol is not None:
                     item["protocol"] = protocol
-                if item not in result.not_found:
-                    result.not_found.append(item)
+                missing.setdefault((ip, port, protocol), item)
                 continue
-            if entry.container is not None:
-                if entry not in result.skipped:
-                    result.skipped.append(entry)
-                continue
-            chosen[entry.key] = entry
-        result.deleted = list(chosen.values())
+            (chosen if entry.container is None else held)[entry.key] = entry
+        result = BulkDeleteResult(list(chosen.values()), list(missing.values()), list(held.values()))
         if not result.deleted:
             await self._settled()
             return result
