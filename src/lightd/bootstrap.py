@@ -10,6 +10,7 @@ from typing import Any
 from lightd import __version__
 from lightd.adapters import engine as engines
 from lightd.adapters import host, iptables
+from lightd.adapters.iptables_rules import DEFAULT_CHAIN
 from lightd.adapters.sqlite_store import SqliteStore
 from lightd.adapters.sqlite_writer import SqliteWriter
 from lightd.config import Settings
@@ -48,7 +49,7 @@ def choose_firewall(settings: Settings) -> tuple[Firewall, str]:
     on, reason = iptables.detect(section["enabled"], prefix)  # raises if "true" cannot work
     if not on:
         return NoFirewall(reason), "none"
-    chain = str(section.get("chain") or "LIGHTD")
+    chain = str(section.get("chain") or DEFAULT_CHAIN)
     firewall = iptables.IptablesFirewall(
         chain, prefix, insert_jump=bool(section.get("insert_jump", False)), reason=reason
     )
@@ -136,7 +137,7 @@ class Lightd:
             report = await self.firewall.reconcile(self.pool.pool.entries())
         except LightdError as exc:
             # With firewall.enabled true the daemon must not run without its rules.
-            if str(self.settings.section("firewall")["enabled"]).lower() in ("true", "on"):
+            if iptables.parse_enabled(self.settings.section("firewall")["enabled"]) == "on":
                 raise
             log.error("firewall reconcile failed; serving without it: %s", exc.message)
             self.startup["firewall"] = {"error": exc.message}

@@ -1,0 +1,41 @@
+"""What the daemon does at start when its firewall cannot be reconciled (real SQLite file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lightd.bootstrap import Lightd
+from lightd.config import load_or_create
+from lightd.errors import Unavailable
+from tests.conftest import write_test_config
+from tests.fakes import FakeFirewall
+
+
+class BrokenFirewall(FakeFirewall):
+    async def reconcile(self, entries):  # type: ignore[no-untyped-def]
+        raise Unavailable("iptables-restore failed: test failure")
+
+
+@pytest.mark.parametrize("enabled", [True, "true", "on", "yes", " True "])
+async def test_firewall_enabled_refuses_to_serve_without_its_rules(tmp_path: Path, enabled) -> None:
+    settings = load_or_create(write_test_config(tmp_path, firewall={"enabled": enabled}))
+    lightd = Lightd(settings, firewall=BrokenFirewall())
+    try:
+        with pytest.raises(Unavailable, match="iptables-restore failed"):
+            await lightd.start()
+    finally:
+        await lightd.stop()
+
+
+@pytest.mark.parametrize("enabled", ["auto", "AUTO"])
+async def test_firewall_auto_serves_and_reports_the_failure(tmp_path: Path, enabled) -> None:
+    settings = load_or_create(write_test_config(tmp_path, firewall={"enabled": enabled}))
+    lightd = Lightd(settings, firewall=BrokenFirewall())
+    try:
+        await lightd.start()
+        assert lightd.startup["firewall"] == {"error": "iptables-restore failed: test failure"}
+        assert len(lightd.pool.pool) == 5  # the embedded default ports, loaded from the file
+    finally:
+        await lightd.stop()
