@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lightd.api.responses import json_response
 from lightd.errors import (
     AlreadyExists,
     Conflict,
@@ -23,7 +24,7 @@ from lightd.errors import (
     Unavailable,
 )
 
-__all__ = ["error_response", "install_error_handlers", "validation_message"]
+__all__ = ["error_response", "install_error_handlers", "lightd_error", "validation_message"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,17 @@ def error_response(
     status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
     body = {"error": message, **extra}
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+    return Response(orjson.dumps(body, default=str), status, headers, media_type="application/json")
+
+
+def lightd_error(exc: LightdError, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    """The status and body answering ``exc`` (``{"error", **details}``); 5xx are logged."""
+    status = status_of(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", method, path, exc.message)
+    body: dict[str, Any] = {"error": exc.message}
+    body.update((key, value) for key, value in exc.details.items() if key != "error")
+    return status, body
 
 
 def status_of(exc: LightdError) -> int:
@@ -105,11 +116,8 @@ def validation_message(errors: list[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_lightd_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LightdError)
-        status = status_of(exc)
-        if status >= 500:
-            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        extra = {k: v for k, v in exc.details.items() if k != "error"}
-        return error_response(status, exc.message, **_jsonable(extra))
+        status, body = lightd_error(exc, request.method, request.url.path)
+        return json_response(body, status)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -129,7 +137,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
-
-
-def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    return orjson.loads(orjson.dumps(details, default=str))  # type: ignore[no-any-return]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
-import orjson
 from pydantic import ValidationError
+from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lightd.api.errors import status_of, validation_message
+from lightd.api.errors import lightd_error, validation_message
+from lightd.api.responses import send_json
 from lightd.api.schemas import Claim, entry_out
 from lightd.core.entry import parse_ip, parse_protocol
 from lightd.errors import InvalidInput, LightdError, NoAvailablePorts, NotFound
@@ -82,26 +82,18 @@ class FastPath:
         try:
             status, body = await handler(scope, receive)
         except LightdError as exc:
-            status, body = status_of(exc), {"error": exc.message}
+            status, body = lightd_error(exc, scope["method"], scope["path"])
         except Exception:
             log.exception("%s %s failed unexpectedly", scope["method"], scope["path"])
             status, body = 500, {"error": "Internal error"}
-        payload = orjson.dumps(body)
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode())],
-        })
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, status, body)
 
     async def _ping(self, scope: Scope, receive: Receive) -> tuple[int, Json]:
         return 200, ping()
 
     async def _random(self, scope: Scope, receive: Receive) -> tuple[int, Json]:
-        raw = scope.get("query_string", b"")
-        query = dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
-        return 200, await random_port(self.service, query)
+        # Starlette's own parser, as the route's request.query_params: blank values are kept.
+        return 200, await random_port(self.service, QueryParams(scope.get("query_string", b"")))
 
     async def _claim(self, scope: Scope, receive: Receive) -> tuple[int, Json]:
         chunks = []

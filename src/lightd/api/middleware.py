@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hmac
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lightd.api.responses import send_json
 
 __all__ = [
     "AUTH_ERROR",
@@ -26,19 +27,8 @@ AUTH_ERROR = "Invalid or missing Bearer token. Format: Authorization: Bearer lig
 VENDOR_ERROR = "Invalid vendor. Expected: Application/vnd.pkglatv1+json"
 BODY_ERROR = "Request body is larger than 1 MiB"
 MAX_BODY = 1024 * 1024
+_VENDOR_BYTES = VENDOR.encode()
 PUBLIC_PATHS = frozenset({"/api/v1/public/ping", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
-
-
-async def _reply(send: Send, status: int, message: str, extra_headers: list[tuple[bytes, bytes]]
-                 ) -> None:
-    body = orjson.dumps({"error": message})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *extra_headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class GuardMiddleware:
@@ -64,15 +54,15 @@ class GuardMiddleware:
             elif name == b"content-length":
                 length = value
         if length and (not length.isdigit() or int(length) > self.max_body):
-            await _reply(send, 413, BODY_ERROR, [(b"connection", b"close")])
+            await send_json(send, 413, {"error": BODY_ERROR}, [(b"connection", b"close")])
             return
         if scope["path"] not in PUBLIC_PATHS:
             # compare_digest takes as long whatever the token's first wrong byte is.
             if not hmac.compare_digest(authorization.strip(), self.expected):
-                await _reply(send, 401, AUTH_ERROR, [(b"www-authenticate", b"Bearer")])
+                await send_json(send, 401, {"error": AUTH_ERROR}, [(b"www-authenticate", b"Bearer")])
                 return
-            if VENDOR.encode() not in accept.lower():
-                await _reply(send, 406, VENDOR_ERROR, [])
+            if _VENDOR_BYTES not in accept.lower():
+                await send_json(send, 406, {"error": VENDOR_ERROR})
                 return
         if length or scope["method"] in ("GET", "HEAD", "DELETE"):
             # A declared length was checked above, and the server never reads past it.

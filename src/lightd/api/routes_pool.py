@@ -6,7 +6,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Query
+from fastapi import Body, FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -139,8 +139,9 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
         )
 
     @router.post("/claim", summary="Pick available ports at random and mark them in use, atomically")
-    async def claim(body: Claim) -> Response:
-        return json_response(await hot.claim_ports(service, body))
+    async def claim(body: Annotated[Claim | None, Body()] = None) -> Response:
+        # No body at all claims with every default (one tcp port), as the fast path does.
+        return json_response(await hot.claim_ports(service, body or Claim()))
 
     @router.post("/bulk-delete", summary="Delete many ports in one transaction")
     async def bulk_delete(body: BulkDelete) -> Response:
