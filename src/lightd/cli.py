@@ -123,7 +123,9 @@ def token_set(
 def _store_token(config: str | None, token: str) -> None:
     path = config_path(config)
     try:
-        load_or_create(path)
+        if not path.exists():
+            load_or_create(path)  # a fresh config on the embedded defaults
+        # Read as it is, without checking the old token: this is how a bad one is repaired.
         raw = read_config(path)
     except LightdError as exc:
         _fail(exc.message)
