@@ -316,7 +316,6 @@ def _check_protocol(protocol: str) -> str:
     return protocol
 
 
-@functools.lru_cache(maxsize=4096)
 @functools.lru_cache(maxsize=4096)  # a pool has few distinct ips, asked about on every draw
 def _packed(ip: str) -> tuple[int, bytes]:
     """Family and packed bytes of an entry's address; an IPv4-mapped address counts as IPv4."""
