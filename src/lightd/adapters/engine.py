@@ -44,6 +44,7 @@ import requests.exceptions  # type: ignore[import-untyped, unused-ignore]
 
 from lightd.adapters import host as host_sockets
 from lightd.core.containers import Binding
+from lightd.core.entry import PROTOCOLS
 from lightd.errors import InvalidInput, LightdError, NotFound, Unavailable
 
 __all__ = [
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 
 #: The label every container lightd creates carries; its value is lightd's ``internal_id``.
 LABEL = "lightd.internal_id"
-PROTOCOLS = ("tcp", "udp")
 RuntimeKind = Literal["auto", "docker", "none"]
 
 # What Docker accepts as a container name.
@@ -166,8 +166,12 @@ def check_host_ports(bindings: Iterable[Binding]) -> list[Binding]:
     wanted = list(bindings)
     if not wanted:
         return []
+    ports = [b.host_port for b in wanted]
     try:
-        index = host_sockets.snapshot(sorted({b.protocol for b in wanted}))
+        # Only the sockets on these ports' range: a busy host has tens of thousands of others.
+        index = host_sockets.snapshot(
+            sorted({b.protocol for b in wanted}), ports=(min(ports), max(ports))
+        )
     except OSError as exc:
         log.warning("cannot read this host's socket tables (%s); not checking host ports", exc)
         return []
@@ -435,9 +439,7 @@ class DockerEngine:
         checked = _check_bindings(bindings)
         if start and self.check_ports:
             self._client()  # an unreachable engine says so before a busy port does
-            busy = check_host_ports(checked)
-            if busy:
-                raise _port_in_use(busy, name)
+            self._refuse_busy(checked, name)  # before anything is created
         port_bindings: dict[str, list[tuple[str, int]]] = {}
         for b in checked:
             port_bindings.setdefault(b.port_key, []).append((b.host_ip, b.host_port))
@@ -477,11 +479,14 @@ class DockerEngine:
         return engine_id
 
     def _start(self, engine_id: str, target: str, bindings: Sequence[Binding]) -> None:
+        self._refuse_busy(bindings, target)  # again: Podman leaks ports when a start fails
+        self._call("start", target, "start", engine_id)
+
+    def _refuse_busy(self, bindings: Sequence[Binding], target: str) -> None:
         if self.check_ports:
             busy = check_host_ports(bindings)
             if busy:
                 raise _port_in_use(busy, target)
-        self._call("start", target, "start", engine_id)
 
     def start(self, engine_id: str) -> None:
         """Start a created or stopped container; a running one is left as it is.

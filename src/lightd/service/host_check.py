@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 import time
 
-from lightd.core.entry import Entry, Key
+from lightd.core.entry import PROTOCOLS, Entry, Key
 from lightd.service.ports import BoundPorts, Host
 
 __all__ = ["HostCheck"]
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("tcp", "udp")
 REPORTED_LIMIT = 10_000
 
 
