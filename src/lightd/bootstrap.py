@@ -51,7 +51,7 @@ def choose_firewall(settings: Settings) -> tuple[Firewall, str]:
         return NoFirewall(reason), "none"
     chain = str(section.get("chain") or DEFAULT_CHAIN)
     firewall = iptables.IptablesFirewall(
-        chain, prefix, insert_jump=bool(section.get("insert_jump", False)), reason=reason
+        chain, prefix, insert_jump=bool(section["insert_jump"]), reason=reason
     )
     return firewall, "iptables"
 
@@ -103,7 +103,7 @@ class Lightd:
         )
         runtime = settings.section("runtime")
         self.containers = ContainerService(
-            self.pool, self.engine, stop_timeout=int(runtime.get("stop_timeout", 10))
+            self.pool, self.engine, stop_timeout=int(runtime["stop_timeout"])
         )
         self.startup: dict[str, Any] = {}
 

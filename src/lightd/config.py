@@ -113,8 +113,10 @@ class Settings:
         return list(self._get("pool", "initial_ports"))
 
     def section(self, name: str) -> dict[str, Any]:
+        """A section's settings over its defaults; a key set to null takes its default."""
         merged: dict[str, Any] = copy.deepcopy(DEFAULTS.get(name, {}))
-        merged.update(self.raw.get(name, {}))
+        merged.update((key, value) for key, value in self.raw.get(name, {}).items()
+                      if value is not None)
         return merged
 
     def with_overrides(self, host: str | None = None, port: int | None = None) -> Settings:

@@ -1,4 +1,4 @@
-"""What the daemon does at start when its firewall cannot be reconciled (real SQLite file)."""
+"""What the daemon does at start: settings, and a firewall that cannot be reconciled (real SQLite file)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lightd.adapters.sqlite_writer import SqliteWriter
 from lightd.bootstrap import Lightd
-from lightd.config import load_or_create
+from lightd.config import DEFAULTS, load_or_create
 from lightd.errors import Unavailable
 from tests.conftest import write_test_config
 from tests.fakes import FakeFirewall
@@ -37,5 +38,24 @@ async def test_firewall_auto_serves_and_reports_the_failure(tmp_path: Path, enab
         await lightd.start()
         assert lightd.startup["firewall"] == {"error": "iptables-restore failed: test failure"}
         assert len(lightd.pool.pool) == 5  # the embedded default ports, loaded from the file
+    finally:
+        await lightd.stop()
+
+
+async def test_settings_set_to_null_take_their_defaults(tmp_path: Path) -> None:
+    """A hand-written null means "the default", as a missing key does, in every section."""
+    nulls = {name: dict.fromkeys(DEFAULTS[name]) for name in ("firewall", "pool")}
+    nulls["runtime"] = {"stop_timeout": None, "socket": None}
+    nulls["storage"] = {"writer": None}
+    settings = load_or_create(write_test_config(tmp_path, **nulls))
+    for name in ("firewall", "pool"):
+        assert settings.section(name) == DEFAULTS[name], name
+    assert settings.section("runtime")["socket"] == DEFAULTS["runtime"]["socket"]
+    lightd = Lightd(settings, firewall=FakeFirewall())  # never the host's own firewall
+    try:
+        await lightd.start()
+        assert lightd.containers.stop_timeout == DEFAULTS["runtime"]["stop_timeout"]
+        assert isinstance(lightd.pool.writer, SqliteWriter)  # storage.writer's default
+        assert len(lightd.pool.pool) == 5  # pool.initial_ports' default
     finally:
         await lightd.stop()
