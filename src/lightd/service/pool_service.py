@@ -253,12 +253,7 @@ class PoolService:
     async def delete(self, ip: str, port: int, protocol: str | None) -> Entry:
         entry = self.pool.resolve(ip, port, protocol)
         self._refuse_if_held(entry)
-        await self._withdraw([entry])
-        try:
-            await self.save([DeletePort(*entry.key)])
-        except StorageError:
-            await self._undo_firewall(self.firewall.open, [entry])
-            raise
+        await self._remove([entry])
         return entry
 
     async def bulk_delete(self, items: Iterable[tuple[str, int, str | None]]) -> BulkDeleteResult:
@@ -283,13 +278,17 @@ class PoolService:
         if not result.deleted:
             await self._settled()
             return result
-        await self._withdraw(result.deleted)
-        try:
-            await self.save([DeletePort(*e.key) for e in result.deleted])
-        except StorageError:
-            await self._undo_firewall(self.firewall.open, result.deleted)
-            raise
+        await self._remove(result.deleted)
         return result
+
+    async def _remove(self, entries: list[Entry]) -> None:
+        """Withdraw entries and save their deletion; if that fails, open their rules again."""
+        await self._withdraw(entries)
+        try:
+            await self.save([DeletePort(*e.key) for e in entries])
+        except StorageError:
+            await self._undo_firewall(self.firewall.open, entries)
+            raise
 
     async def _withdraw(self, entries: list[Entry]) -> None:
         """Take entries out of the pool and close their rules; on failure put them back."""
