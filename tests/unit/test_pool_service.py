@@ -158,6 +158,22 @@ async def test_storage_failure_after_add_closes_the_rule_it_opened(make_service)
     assert firewall.open_keys == set()
 
 
+async def test_storage_failure_after_delete_opens_the_rule_it_closed(make_service):
+    firewall = FakeFirewall()
+    service, store = await make_service(("0.0.0.0", 25565, "tcp"), ("0.0.0.0", 25566, "tcp"),
+                                        firewall=firewall)
+    await firewall.reconcile(service.pool.entries())
+    everything = set(firewall.open_keys)
+    store.fail_next = 1
+    with pytest.raises(StorageError):
+        await service.delete("0.0.0.0", 25565, None)
+    store.fail_next = 1
+    with pytest.raises(StorageError):
+        await service.bulk_delete([("0.0.0.0", 25565, None), ("0.0.0.0", 25566, None)])
+    assert firewall.open_keys == everything == set(store.rows)
+    assert rows_match_memory(service, store)
+
+
 async def test_an_entry_whose_rule_is_being_opened_cannot_be_claimed_or_added_again(make_service):
     firewall = FakeFirewall()
     service, store = await make_service(firewall=firewall)
