@@ -24,7 +24,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import add_common_options, full_range, make_daemon, measure  # noqa: E402
+from bench.common import add_common_options, full_range, make_daemon, measure, served  # noqa: E402
 from tests.conftest import HEADERS  # noqa: E402
 
 CLAIM = "/network/ports/claim"
@@ -37,15 +37,12 @@ CLAIM_BODIES = [b'{"count": 1, "protocol": "tcp"}', b'{"count": 1, "protocol": "
 def range_add_seconds() -> float:
     with tempfile.TemporaryDirectory() as folder:
         daemon = make_daemon(Path(folder), [])
-        daemon.start()
-        try:
+        with served(daemon):
             started = time.perf_counter()
             response = httpx.post(daemon.url + "/network/ports/bulk", headers=HEADERS, timeout=60,
                                   json={"ip": "0.0.0.0", "protocol": "tcp", "ports": ["1-65535"]})
             took = time.perf_counter() - started
             assert response.status_code == 201 and response.json()["added_count"] == 65535
-        finally:
-            daemon.stop()
     return took
 
 
@@ -59,8 +56,7 @@ def main() -> None:
     for round_number in range(args.rounds):
         with tempfile.TemporaryDirectory() as folder:
             daemon = make_daemon(Path(folder), full_range(), args.host_check == "on")
-            daemon.start()
-            try:
+            with served(daemon):
                 measure(daemon, PING, 1, args.connections, args.tool)  # warm-up
                 # Claims first on even rounds, ping first on odd ones: neither gets the fresher
                 # half of the round on a machine whose speed drifts.
@@ -83,8 +79,6 @@ def main() -> None:
                                        headers=HEADERS, timeout=60).json()["total"]
                     transactions = httpx.get(daemon.url + "/api/v1/status", headers=HEADERS,
                                              timeout=60).json()["pool"]["transactions"]
-            finally:
-                daemon.stop()
     handed = [(p["ip"], p["port"], p["protocol"]) for body in kept
               for p in orjson.loads(body)["ports"]]
     duplicates = sum(n - 1 for n in Counter(handed).values() if n > 1)

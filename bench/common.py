@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from lightd.core.changes import PutPort
 from tests.conftest import HEADERS, write_test_config
 from tests.e2e.daemon import ServedDaemon
 
-__all__ = ["DEFAULT_TOOL", "Sample", "add_common_options", "full_range", "make_daemon", "measure"]
+__all__ = ["DEFAULT_TOOL", "Sample", "add_common_options", "full_range", "make_daemon", "measure",
+           "served"]
 
 DEFAULT_TOOL = "wrk" if shutil.which("wrk") else "python"
 
@@ -38,6 +41,17 @@ def make_daemon(folder: Path, entries: list[PutPort], host_check: bool = True,
     store.apply(entries)
     store.close()
     return ServedDaemon(config)
+
+
+@contextmanager
+def served(daemon: ServedDaemon) -> Iterator[float]:
+    """Start ``daemon`` (from :func:`make_daemon`, or any ServedDaemon) and stop it on leaving,
+    however the block ends, also when the start itself fails. Yields the seconds from spawn until
+    it answered ping; ``with served(daemon):`` may run again on the same daemon."""
+    try:
+        yield daemon.start()
+    finally:
+        daemon.stop()
 
 
 def full_range() -> list[PutPort]:

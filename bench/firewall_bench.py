@@ -50,15 +50,13 @@ def lightd_rules() -> int:
                if line.startswith(f"-A {CHAIN} "))  # fmt: skip
 
 
-def reset() -> None:
-    """No chain, no jump: every run starts from an untouched table."""
-    text = run("iptables-save", "-t", "filter")
-    script = ["*filter"]
-    script += ["-D INPUT -j LIGHTD"] * text.splitlines().count("-A INPUT -j LIGHTD")
-    if f":{CHAIN} " in text:
-        script += [f"-F {CHAIN}", f"-X {CHAIN}"]
-    subprocess.run(["iptables-restore", "--noflush"], input="\n".join([*script, "COMMIT", ""]),
-                   check=True, text=True)  # fmt: skip
+async def reset() -> None:
+    """No chain, no jump: every run starts from an untouched table.
+
+    The adapter's teardown drops INPUT's jumps to the chain, flushes it and deletes it; every rule
+    this bench adds carries lightd's tag, so no foreign rule keeps the chain alive."""
+    await IptablesFirewall(CHAIN).teardown()
+    assert f":{CHAIN} " not in run("iptables-save", "-t", "filter"), "teardown left the chain"
 
 
 def entries(ports: range, protocol: str = "tcp") -> list[Entry]:
@@ -106,11 +104,11 @@ async def inside(host_ns: str) -> int:
     print(f"firewall bench in a private network namespace ({os.readlink('/proc/self/ns/net')})")
     print(f"  {backend()}, kernel {platform.release()}, {os.cpu_count()} CPUs")
 
-    reset()
+    await reset()
     warm_up = await timed_open(pool)  # loads the kernel modules and warms the caches; not counted
     batch: list[float] = []
     for _ in range(RUNS):
-        reset()
+        await reset()
         # Flushing 65,535 rules leaves the kernel freeing them in a worker for a second or two;
         # on a small host that work would otherwise run during the timed batch.
         time.sleep(SETTLE)
@@ -132,16 +130,16 @@ async def inside(host_ns: str) -> int:
     close_s = time.perf_counter() - start
     assert lightd_rules() == 1
 
-    reset()
+    await reset()
     run("iptables", "-N", CHAIN)
     first = per_rule(range(1, PER_RULE + 1))
     assert lightd_rules() == PER_RULE
     samples = [(PER_RULE / 2, first)]
     for length in GROWTH_POINTS:
-        reset()
+        await reset()
         await IptablesFirewall(CHAIN).open(entries(range(1, length + 1)))
         samples.append((length + GROWTH_EACH / 2, per_rule(range(length + 1, length + 1 + GROWTH_EACH))))
-    reset()
+    await reset()
     linear = first * PORTS
     grown = integrate(samples, PORTS)
     measured = PER_RULE + GROWTH_EACH * len(GROWTH_POINTS)
@@ -155,8 +153,8 @@ async def inside(host_ns: str) -> int:
     print(f"one iptables -A process per rule ({measured:,} execs measured)")
     print(f"  {PER_RULE:,} rules on an empty chain: {first * PER_RULE:.3f} s "
           f"({first * 1000:.2f} ms per exec)")  # fmt: skip
-    for length, cost in samples[1:]:
-        print(f"  {GROWTH_EACH} rules at chain length {int(length - GROWTH_EACH / 2):,}: "
+    for middle, cost in samples[1:]:
+        print(f"  {GROWTH_EACH} rules at chain length {int(middle - GROWTH_EACH / 2):,}: "
               f"{cost * 1000:.2f} ms per exec")  # fmt: skip
     print(f"  extrapolated to {PORTS:,}: {grown:.1f} s with the measured growth "
           f"(straight line from the empty chain: {linear:.1f} s)")  # fmt: skip

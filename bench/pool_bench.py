@@ -15,11 +15,12 @@ import argparse
 import statistics
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import add_common_options, full_range, make_daemon, measure  # noqa: E402
+from bench.common import add_common_options, full_range, make_daemon, measure, served  # noqa: E402
 from lightd.core.changes import PutPort  # noqa: E402
 
 
@@ -38,11 +39,11 @@ def main() -> None:
         small = make_daemon(Path(small_dir), small_range(), host_check)
         startups = []
         for _ in range(3):
-            startups.append(big.start())
-            big.stop()
-        big.start()
-        small.start()
-        try:
+            with served(big) as seconds:
+                startups.append(seconds)
+        with ExitStack() as alive:
+            alive.enter_context(served(big))
+            alive.enter_context(served(small))
             targets = {"big": (big, "/network/ports/random"),
                        "small": (small, "/network/ports/random"),
                        "ping": (big, "/api/v1/public/ping")}
@@ -55,9 +56,6 @@ def main() -> None:
                     sample = measure(target, path, args.seconds, args.connections, args.tool)
                     rates[name].append(sample.rate)
                     cpus[name].append(sample.cpu_us)
-        finally:
-            big.stop()
-            small.stop()
 
     med = {k: statistics.median(v) for k, v in rates.items()}
     cpu = {k: statistics.median(v) for k, v in cpus.items()}

@@ -12,31 +12,43 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
+from bench.common import served  # noqa: E402
 from tests.conftest import HEADERS, write_test_config  # noqa: E402
 from tests.e2e.daemon import ServedDaemon  # noqa: E402
 from tests.engine_support import IMAGE, LISTENER, free_port, read_from, require_engine  # noqa: E402
+
+
+def engine_down() -> None:
+    """Stop the Podman service that require_engine() started, as rebind_engine_bench.py does."""
+    subprocess.run(["sh", str(ROOT / "scripts" / "engine-down.sh")], check=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    url, _ = require_engine()
-    with tempfile.TemporaryDirectory() as folder:
+    url, started_here = require_engine()
+    with ExitStack() as cleanup:  # undone in reverse: container, client, daemon, folder, engine
+        if started_here:
+            cleanup.callback(engine_down)
+        folder = cleanup.enter_context(tempfile.TemporaryDirectory())
         config = write_test_config(Path(folder), pool={"initial_ports": []},
                                    runtime={"kind": "docker", "socket": url, "stop_timeout": 0})
         daemon = ServedDaemon(config)
-        daemon.start()
-        client = httpx.Client(base_url=daemon.url, headers=HEADERS, timeout=120)
+        cleanup.enter_context(served(daemon))
+        client = cleanup.enter_context(httpx.Client(base_url=daemon.url, headers=HEADERS, timeout=120))
         name = f"bench-rebind-{int(time.time())}"
         try:
             ports = [free_port() for _ in range(args.rounds + 2)]
@@ -65,8 +77,6 @@ def main() -> None:
                 current = wanted
         finally:
             client.delete(f"/containers/{name}")
-            client.close()
-            daemon.stop()
     print(f"rebind through POST /containers/{{id}}/rebind-network on {url}, medians")
     print(f"{'case':<44}{'runs':>5}{'call s':>10}{'reachable s':>14}")
     for kind, label in (("disjoint", "new ports only (old runs until new is up)"),

@@ -29,23 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lightd.adapters.engine import Binding, DockerEngine  # noqa: E402
-from tests.engine_support import ENGINE_DIR, IMAGE, LISTENER, free_port, read_from  # noqa: E402
-
-
-def engine_up() -> tuple[str, bool]:
-    url = "unix://" + str(ENGINE_DIR / "podman.sock")
-    with DockerEngine(url) as probe:
-        if probe.ping():
-            return url, False
-    done = subprocess.run(
-        ["sh", str(ROOT / "scripts" / "engine-up.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        sys.exit(f"scripts/engine-up.sh failed:\n{done.stderr}")
-    return done.stdout.strip().splitlines()[-1], True
+from tests.engine_support import IMAGE, LISTENER, free_port, read_from, require_engine  # noqa: E402
 
 
 def bind(port: int, container_port: int = 8080) -> Binding:
@@ -73,7 +57,7 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("run as root: the engine is rootful Podman publishing host ports")
 
-    url, started_here = engine_up()
+    url, started_here = require_engine()
     name = f"lightd-bench-{os.getpid()}"
     engine = DockerEngine(url)
     figures: dict[str, list[float]] = {

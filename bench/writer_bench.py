@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.claim_bench import CLAIM, CLAIM_BODIES, PING  # noqa: E402
-from bench.common import add_common_options, full_range, make_daemon, measure  # noqa: E402
+from bench.common import add_common_options, full_range, make_daemon, measure, served  # noqa: E402
 
 WRITERS = ("thread", "process")
 
@@ -39,13 +39,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 daemon = make_daemon(Path(folder), full_range(), args.host_check == "on",
                                      writer=writer)
-                daemon.start()
-                try:
+                with served(daemon):
                     measure(daemon, PING, 1, args.connections, args.tool)  # warm-up
                     sample = measure(daemon, CLAIM, args.seconds, args.connections, args.tool,
                                      bodies=CLAIM_BODIES)
-                finally:
-                    daemon.stop()
             rates[writer].append(sample.rate)
             cpu[writer].append(sample.cpu_us)
 
