@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
-from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lightd.api.errors import lightd_error, validation_message
@@ -92,8 +92,11 @@ class FastPath:
         return 200, ping()
 
     async def _random(self, scope: Scope, receive: Receive) -> tuple[int, Json]:
-        # Starlette's own parser, as the route's request.query_params: blank values are kept.
-        return 200, await random_port(self.service, QueryParams(scope.get("query_string", b"")))
+        # Parsed as Starlette's QueryParams (the route's request.query_params) does: latin-1,
+        # blank values kept, the last of a repeated name wins; no query costs nothing.
+        raw = scope.get("query_string", b"")
+        query = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
+        return 200, await random_port(self.service, query)
 
     async def _claim(self, scope: Scope, receive: Receive) -> tuple[int, Json]:
         chunks = []
