@@ -122,6 +122,7 @@ class Lightd:
             await starting
         log.info("pool loaded: %d entries from %s", len(self.pool.pool), self.store.path)
         await self._reconcile_firewall()
+        await self._check_holders()
         await self._reconcile_containers()
         # The pool is a large, long-lived heap: keep the cyclic GC from walking it again and again.
         gc.collect()
@@ -144,6 +145,11 @@ class Lightd:
             return
         self.startup["firewall"] = report
         log.info("firewall reconciled: %s", report)
+
+    async def _check_holders(self) -> None:
+        """Every entry's holder agrees with the containers' bindings before anything is served."""
+        problems = await self.containers.check_holders()
+        self.startup["holders"] = {"count": len(problems), "problems": problems[:50]}
 
     async def _reconcile_containers(self) -> None:
         try:

@@ -199,7 +199,11 @@ class Pool:
         return entry
 
     def set_in_use(self, entry: Entry, in_use: bool, container: str | None = None) -> bool:
-        """Mark ``entry`` (which must belong to the pool); return whether anything changed."""
+        """Mark ``entry`` (which must belong to the pool); return whether anything changed.
+
+        The low-level write of an entry's holder: only :mod:`lightd.core.holders` calls it, so
+        the rule of who may take or free an entry is written once.
+        """
         holder = container if in_use else None
         if entry.in_use == in_use and entry.container == holder:
             return False

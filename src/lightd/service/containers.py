@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from lightd.core import holders
 from lightd.core.changes import Change, DeleteContainer, put_container, put_port
 from lightd.core.containers import Binding, Container
 from lightd.core.entry import Entry
@@ -117,7 +118,7 @@ class ContainerService:
                     internal_id=internal_id,
                 )
             except LightdError as exc:
-                self._release(marked)
+                self._release(marked, internal_id)
                 del self.containers[internal_id]
                 await self.pools.save([*map(put_port, marked), DeleteContainer(internal_id)])
                 raise _engine_error(exc) from None
@@ -139,13 +140,13 @@ class ContainerService:
             try:
                 engine_id = await self._engine(self._swap, container, bindings)
             except LightdError as exc:
-                self._release(marked)
+                self._release(marked, internal_id)
                 container.state, container.pending = previous_state, None
                 await self.pools.save([*map(put_port, marked), put_container(container)])
                 raise _engine_error(exc) from None
             kept = {b.key for b in bindings}
             freed = self._release(
-                e for e in self._entries(container.bindings) if e.key not in kept
+                (e for e in self._entries(container.bindings) if e.key not in kept), internal_id
             )
             container.bindings, container.engine_id = bindings, engine_id
             container.state, container.pending = "running", None
@@ -194,13 +195,25 @@ class ContainerService:
             if container.engine_id is not None:
                 # If the engine cannot remove it, it may still hold the ports: keep them marked.
                 await self._engine(self.engine.remove, container.engine_id, True)
-            freed = self._release(self._entries(container.bindings))
+            freed = self._release(self._entries(container.bindings), internal_id)
             del self.containers[internal_id]
             await self.pools.save([*map(put_port, freed), DeleteContainer(internal_id)])
         self._locks.pop(internal_id, None)
         return freed
 
     # -- start-up ----------------------------------------------------------------------------
+
+    async def check_holders(self) -> list[str]:
+        """Cross-check the entries' holders with the containers' bindings; repair and report."""
+        repairs = holders.cross_check(self.pools.pool, self.containers)
+        changed = {r.key for r in repairs if r.holder is not None}
+        for repair in repairs:
+            log.warning("holder repaired at start-up: %s", repair.problem)
+        entries = (self.pools.pool.get(key) for key in sorted(changed))
+        changes = [put_port(entry) for entry in entries if entry is not None]
+        if changes:
+            await self.pools.save(changes)
+        return [repair.problem for repair in repairs]
 
     async def reconcile(self) -> dict[str, Any]:
         """Finish or undo what a crash interrupted, and report containers the engine lost."""
@@ -216,7 +229,7 @@ class ContainerService:
                 # The client never got an answer: undo it, including a half-made container.
                 for info in seen:
                     await self._engine(self.engine.remove, str(info["id"]), True)
-                freed = self._release(self._entries(container.bindings))
+                freed = self._release(self._entries(container.bindings), container.internal_id)
                 changes += [*map(put_port, freed), DeleteContainer(container.internal_id)]
                 del self.containers[container.internal_id]
                 report["rolled_back"].append(container.internal_id)
@@ -227,7 +240,9 @@ class ContainerService:
                         await self._engine(self.engine.remove, str(info["id"]), True)
                 kept = container.keys()
                 pending = self._entries(container.pending or [])
-                freed = self._release(e for e in pending if e.key not in kept)
+                freed = self._release(
+                    (e for e in pending if e.key not in kept), container.internal_id
+                )
                 container.state, container.pending = "running", None
                 changes += [*map(put_port, freed)]
                 report["rolled_back"].append(container.internal_id)
@@ -252,58 +267,50 @@ class ContainerService:
         found = (self.pools.pool.get(b.key) for b in bindings)
         return [e for e in found if e is not None]
 
-    def _release(self, entries: Iterable[Entry]) -> list[Entry]:
-        released = list(entries)
+    def _release(self, entries: Iterable[Entry], internal_id: str) -> list[Entry]:
+        """Free the entries among ``entries`` that this container holds, and only those."""
+        holder = holders.container_holder(internal_id)
+        released = holders.held_by(entries, holder)
         for entry in released:
-            self.pools.pool.set_in_use(entry, False)
+            holders.release(self.pools.pool, entry, holder)
         return released
 
     def _claim(
-        self, requests: Sequence[PortRequest], holder: str
+        self, requests: Sequence[PortRequest], internal_id: str
     ) -> tuple[list[Binding], list[Entry]]:
-        """Resolve every request and mark its entry for ``holder``: all of them, or none.
+        """Resolve every request and take its entry for the container: all of them, or none.
 
-        Entries ``holder`` already has are kept as they are. Runs without yielding.
+        Entries the container already holds are kept as they are. Runs without yielding.
         """
-        pool = self.pools.pool
+        holder = holders.container_holder(internal_id)
         bindings: list[Binding] = []
         marked: list[Entry] = []
         try:
             for request in requests:
-                entry = self._resolve(request, holder)
+                entry = self._resolve(request)
                 if any(b.key == entry.key for b in bindings):
                     raise InvalidInput(f"{entry.label()} is listed twice")
-                if entry.container != holder:
-                    pool.set_in_use(entry, True, holder)
+                if holders.take(self.pools.pool, entry, holder):
                     marked.append(entry)
                 container_port = request.container_port or entry.port
                 bindings.append(Binding(entry.ip, entry.port, entry.protocol, container_port))
         except LightdError:
-            self._release(marked)
+            self._release(marked, internal_id)
             raise
         return bindings, marked
 
-    def _resolve(self, request: PortRequest, holder: str) -> Entry:
-        pool = self.pools.pool
+    def _resolve(self, request: PortRequest) -> Entry:
+        """The pool entry a request names, or an available one it asks for."""
         if request.port is None:
             if request.container_port is None:
                 raise InvalidInput("a port needs either port (a pool entry) or container_port")
             [chosen] = self.pools.choose(1, (request.protocol,), request.ip)  # NoAvailablePorts
             return chosen
         ip = request.ip or "0.0.0.0"
-        entry = pool.get((ip, request.port, request.protocol))
-        label = Entry(ip, request.port, request.protocol).label()
+        entry = self.pools.pool.get((ip, request.port, request.protocol))
         if entry is None:
+            label = Entry(ip, request.port, request.protocol).label()
             raise Conflict(f"{label} is not in the pool; add it first", port=label)
-        if entry.container == holder:
-            return entry
-        if entry.in_use:
-            by = f" by container {entry.container}" if entry.container else ""
-            raise Conflict(f"{label} is already in use{by}", port=label)
-        blockers = pool.blockers(entry)
-        if blockers:
-            names = ", ".join(b.label() for b in blockers)
-            raise Conflict(f"{label} conflicts with {names}, which is in use", port=label)
         return entry
 
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightd.core import holders
 from lightd.core.changes import Change, DeletePort, put_port
 from lightd.core.choose import choose
 from lightd.core.entry import Entry, Key
@@ -231,20 +232,14 @@ class PoolService:
     async def set_use(
         self, ip: str, port: int, protocol: str | None, in_use: bool
     ) -> tuple[Entry, bool]:
-        """Mark an entry in use or free; return it and whether this call changed it."""
+        """Mark an entry in use by the operator, or free the operator's; return it and whether
+        this call changed it. Whoever holds an entry keeps it (core.holders decides)."""
         entry = self.pool.resolve(ip, port, protocol)
-        if in_use and not entry.in_use:
-            blockers = self.pool.blockers(entry)
-            if blockers:
-                names = ", ".join(b.label() for b in blockers)
-                raise Conflict(
-                    f"{entry.label()} cannot be marked in use: it conflicts with {names}, "
-                    "which is in use",
-                    conflicts_with=[b.label() for b in blockers],
-                )
-        if not in_use:
-            self._refuse_if_held(entry)
-        if not self.pool.set_in_use(entry, in_use):
+        if in_use:
+            changed = holders.mark_in_use(self.pool, entry)
+        else:
+            changed = holders.release(self.pool, entry, holders.OPERATOR)
+        if not changed:
             await self._settled()
             return entry, False
         await self.save([put_port(entry)])
@@ -252,7 +247,7 @@ class PoolService:
 
     async def delete(self, ip: str, port: int, protocol: str | None) -> Entry:
         entry = self.pool.resolve(ip, port, protocol)
-        self._refuse_if_held(entry)
+        holders.check_removable(entry)
         await self._remove([entry])
         return entry
 
@@ -273,7 +268,12 @@ class PoolService:
                     item["protocol"] = protocol
                 missing.setdefault((ip, port, protocol), item)
                 continue
-            (chosen if entry.container is None else held)[entry.key] = entry
+            try:
+                holders.check_removable(entry)
+            except Conflict:
+                held[entry.key] = entry
+            else:
+                chosen[entry.key] = entry
         result = BulkDeleteResult(list(chosen.values()), list(missing.values()), list(held.values()))
         if not result.deleted:
             await self._settled()
@@ -314,12 +314,3 @@ class PoolService:
             await action(entries)
         except LightdError as exc:
             log.error("firewall left out of step with the pool until reconcile: %s", exc)
-
-    @staticmethod
-    def _refuse_if_held(entry: Entry) -> None:
-        if entry.container is not None:
-            raise Conflict(
-                f"{entry.label()} is held by container {entry.container}; delete or rebind "
-                "that container to free it",
-                container=entry.container,
-            )
