@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from lightd.adapters.engine import LABEL, DockerEngine
+from tests.ports import quiet_port
 
 __all__ = [
     "ENGINE_DIR",
@@ -139,11 +140,8 @@ def engine(engine_url: str, request: pytest.FixtureRequest) -> Iterator[DockerEn
 
 
 def free_port(protocol: str = "tcp", ip: str = "127.0.0.1") -> int:
-    """A port nothing holds right now (the kernel's pick for port 0)."""
-    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
+    """A port nothing holds right now, outside the range outgoing connections take from."""
+    return quiet_port(protocol, ip)
 
 
 def is_free(port: int, protocol: str = "tcp", ip: str = "127.0.0.1") -> bool:

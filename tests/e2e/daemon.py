@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,13 +11,14 @@ from pathlib import Path
 
 import httpx
 
+from tests.ports import quiet_port
+
 __all__ = ["ServedDaemon", "free_port"]
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """The daemon's port: outside the ephemeral range, so no outgoing connection takes it first."""
+    return quiet_port()
 
 
 class ServedDaemon:

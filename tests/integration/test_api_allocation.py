@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.conftest import db_rows
+from tests.ports import quiet_port
 
 
 async def add_range(client, ports, protocol="tcp", ip="0.0.0.0"):
@@ -50,14 +51,14 @@ async def test_64_concurrent_claims_never_hand_out_a_port_twice(client, daemon):
 
 
 async def test_claim_both_protocols_returns_one_number_free_on_tcp_and_udp(client):
-    await add_range(client, ["40000-40009"], protocol="udp")
-    await add_range(client, ["40005-40020"], protocol="tcp")
+    await add_range(client, ["20000-20009"], protocol="udp")
+    await add_range(client, ["20005-20020"], protocol="tcp")
     for _ in range(5):
         response = await client.post("/network/ports/claim", json={"protocol": "both"})
         assert response.status_code == 200
         tcp, udp = response.json()["ports"]
         assert (tcp["protocol"], udp["protocol"]) == ("tcp", "udp")
-        assert tcp["port"] == udp["port"] and 40005 <= tcp["port"] <= 40009
+        assert tcp["port"] == udp["port"] and 20005 <= tcp["port"] <= 20009
     response = await client.post("/network/ports/claim", json={"protocol": "both"})
     assert response.status_code == 409
 
@@ -174,10 +175,8 @@ async def test_adding_an_ip_this_host_does_not_have_is_refused(client, daemon):
 
 
 def unbound_port(kind: int) -> int:
-    """A port no socket holds right now (the kernel's choice, released at once)."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("0.0.0.0", 0))
-        return int(probe.getsockname()[1])
+    """A port no socket holds right now, outside the range outgoing connections take from."""
+    return quiet_port("tcp" if kind == socket.SOCK_STREAM else "udp", "0.0.0.0")
 
 
 def bound_socket(kind: int, host: str, family: int = socket.AF_INET) -> socket.socket:

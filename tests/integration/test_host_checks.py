@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import pytest
 
 from lightd.adapters import host
+from tests.ports import quiet_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the host adapter is Linux-only")
 
@@ -71,8 +72,8 @@ def kernel_refuses(ip: str, port: int, protocol: str, *, v6only: bool = True) ->
 
 
 def free_port(protocol: str) -> int:
-    with hold("127.0.0.1", protocol) as port:
-        return port
+    """Outside the ephemeral range: no outgoing connection takes it before the assertion."""
+    return quiet_port(protocol)
 
 
 def netlink_sees_bound_only_sockets() -> bool:
