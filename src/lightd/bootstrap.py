@@ -9,7 +9,7 @@ from typing import Any
 
 from lightd import __version__
 from lightd.adapters import engine as engines
-from lightd.adapters import host, iptables
+from lightd.adapters import host, iptables, locks
 from lightd.adapters.iptables_rules import DEFAULT_CHAIN
 from lightd.adapters.sqlite_store import SqliteStore
 from lightd.adapters.sqlite_writer import SqliteWriter
@@ -56,6 +56,15 @@ def choose_firewall(settings: Settings) -> tuple[Firewall, str]:
     return firewall, "iptables"
 
 
+def hold_firewall_chain(settings: Settings) -> locks.HeldLock:
+    """One daemon per chain per network namespace: at its start each one removes the rules of
+    its chain that its own pool lacks, so two would delete each other's."""
+    section = settings.section("firewall")
+    netns = section.get("netns")
+    chain = str(section.get("chain") or DEFAULT_CHAIN)
+    return locks.hold_chain(chain, iptables.netns_path(str(netns)) if netns else "/proc/self/ns/net")
+
+
 def choose_writer(settings: Settings, store: SqliteStore) -> Writer:
     """How the store's transactions leave the event loop: ``storage.writer``."""
     kind = str(settings.section("storage")["writer"]).lower()
@@ -84,8 +93,11 @@ class Lightd:
         self.settings = settings
         self.token = settings.token
         self.store = SqliteStore(settings.database_path)
+        self.chain_lock: locks.HeldLock | None = None
         if firewall is None:
-            firewall, _ = choose_firewall(settings)
+            firewall, kind = choose_firewall(settings)
+            if kind == "iptables":  # taken here, before start() reconciles anything
+                self.chain_lock = hold_firewall_chain(settings)
         self.firewall: Firewall = firewall
         if engine is None:
             engine, self.runtime_reason = choose_engine(settings)
@@ -166,6 +178,8 @@ class Lightd:
         await self.pool.stop()
         await self.containers.close()
         self.store.close()
+        if self.chain_lock is not None:
+            self.chain_lock.release()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -52,32 +52,72 @@ def serve(
     """Run the daemon in the foreground."""
     import uvicorn
 
+    from lightd.adapters.locks import hold_data_folder
     from lightd.api import create_app
+    from lightd.api.server import (
+        bind_listener,
+        connection_budget,
+        protocol_class,
+        raise_open_files_limit,
+    )
     from lightd.bootstrap import build
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The order is the point: nothing is read or changed before this process owns the data
+    # folder, and nothing is loaded or reconciled before it holds its address, so a start that
+    # cannot serve leaves the pool, the firewall and the engine as they were.
     try:
         settings = load_or_create(config_path(config)).with_overrides(host, port)
-        daemon = build(settings)
+        bounds = (settings.header_timeout, settings.body_timeout, settings.max_connections)
+        data_lock = hold_data_folder(settings.base_path)
     except LightdError as exc:
         _fail(exc.message)
-    loop = "uvloop" if _has("uvloop") else "asyncio"
-    http = "httptools" if _has("httptools") else "h11"
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(daemon),
-            host=settings.host,
-            port=settings.port,
-            loop=loop,
-            http=http,
-            access_log=settings.access_log,
-            log_level="info",
-            server_header=False,
+    try:
+        try:
+            sockets = bind_listener(settings.host, _listen_port(settings.port))
+        except OSError as exc:
+            _fail(str(exc.strerror or exc))
+        try:
+            daemon = build(settings)
+        except LightdError as exc:
+            for sock in sockets:
+                sock.close()
+            _fail(exc.message)
+        header_timeout, body_timeout, wanted = bounds
+        http = protocol_class(header_timeout, body_timeout,
+                              connection_budget(wanted, raise_open_files_limit()))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(daemon),
+                host=settings.host,
+                port=settings.port,
+                loop="uvloop" if _has("uvloop") else "asyncio",
+                http=http,
+                ws="none",
+                lifespan="on",
+                access_log=settings.access_log,
+                log_level="info",
+                server_header=False,
+            )
         )
-    )
-    server.run()
-    if not server.started:
-        raise typer.Exit(1)
+        for sock in sockets:
+            logging.getLogger("lightd").info("listening on %s", _url(sock))
+        server.run(sockets=sockets)
+        if not server.started:
+            raise typer.Exit(1)
+    finally:
+        data_lock.release()
+
+
+def _listen_port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        _fail(f"api.port must be from 0 to 65535 (got {value})")
+    return value
+
+
+def _url(sock: Any) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _has(module: str) -> bool:
@@ -180,7 +220,7 @@ def ports_add(
 ) -> None:
     """Add ports and ranges to the pool; existing entries are left as they are."""
     try:
-        numbers = parse_port_spec([int(p) if p.isdigit() else p for p in ports])
+        numbers = parse_port_spec(list(ports))  # text, so the one strict digit rule applies
     except LightdError as exc:
         _fail(exc.message)
     chunks = [numbers[i:i + CHUNK] for i in range(0, len(numbers), CHUNK)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import secrets
 import stat
@@ -34,13 +35,21 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIG_NAME = "config.json"
 TOKEN_PREFIX = "lightd_"
 MIN_TOKEN_LENGTH = 20
+MAX_TIMEOUT = 86_400
+MAX_CONNECTIONS = 1_000_000
 
 DEFAULTS: dict[str, Any] = {
-    "api": {"host": "127.0.0.1", "port": 8070, "access_log": False},
+    # Seconds a client has to send a request's head (from connect, or from the previous
+    # response) and its body, and how many connections are served at once: slow or idle
+    # clients must not hold the daemon's file descriptors.
+    "api": {"host": "127.0.0.1", "port": 8070, "access_log": False,
+            "header_timeout": 10, "body_timeout": 30, "max_connections": 512},
     "authorization": {"token": ""},
     # "process": transactions are written by a child process (the default, see README);
     # "thread": by a thread of the daemon, for hosts where it must not start processes.
-    "storage": {"base_path": "data", "writer": "process"},
+    # write_timeout: seconds the writer may take to confirm a transaction; past it, the
+    # changes waiting fail with 503 and the writer is replaced (README, "durable").
+    "storage": {"base_path": "data", "writer": "process", "write_timeout": 5},
     "pool": {
         # Seeded only when the database is created, like the original daemon.
         "initial_ports": [{"ip": "0.0.0.0", "ports": "25565-25569", "protocol": "tcp"}],
@@ -96,6 +105,22 @@ class Settings:
         return bool(self._get("api", "access_log"))
 
     @property
+    def header_timeout(self) -> float:
+        return _positive_number(self._get("api", "header_timeout"), "api.header_timeout")
+
+    @property
+    def body_timeout(self) -> float:
+        return _positive_number(self._get("api", "body_timeout"), "api.body_timeout")
+
+    @property
+    def max_connections(self) -> int:
+        value = self._get("api", "max_connections")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONNECTIONS:
+            raise InvalidInput(f"api.max_connections must be an integer from 1 to {MAX_CONNECTIONS} "
+                               f"(got {_shown(value)})")
+        return value
+
+    @property
     def token(self) -> str:
         return str(self._get("authorization", "token"))
 
@@ -107,6 +132,10 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.base_path / "lightd.sqlite3"
+
+    @property
+    def write_timeout(self) -> float:
+        return _positive_number(self._get("storage", "write_timeout"), "storage.write_timeout")
 
     @property
     def initial_ports(self) -> list[dict[str, Any]]:
@@ -127,6 +156,21 @@ class Settings:
         if port is not None:
             api["port"] = port
         return Settings(self.path, raw)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _positive_number(value: Any, key: str) -> float:
+    # bool is an int to Python; NaN and infinity would never fire; the bound keeps the timer
+    # arithmetic in range.
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not 0 < value <= MAX_TIMEOUT or not math.isfinite(value)):
+        raise InvalidInput(f"{key} must be a number of seconds above 0 and at most {MAX_TIMEOUT} "
+                           f"(got {_shown(value)})")
+    return float(value)
 
 
 def write_config(path: Path, raw: dict[str, Any]) -> None:

@@ -77,10 +77,14 @@ def parse_enabled(value: bool | str) -> str:
     raise InvalidInput(f'firewall.enabled must be "auto", true or false (got {value!r})')
 
 
+def netns_path(netns: str) -> str:
+    """The file of a named namespace (``ip netns``), or the path given."""
+    return netns if netns.startswith("/") else f"/run/netns/{netns}"
+
+
 def netns_prefix(netns: str) -> list[str]:
     """The prefix that runs a command in a named namespace (``ip netns``) or a namespace path."""
-    path = netns if netns.startswith("/") else f"/run/netns/{netns}"
-    return ["nsenter", f"--net={path}", "--"]
+    return ["nsenter", f"--net={netns_path(netns)}", "--"]
 
 
 def _tools(binary: str, family: int) -> tuple[str, str]:
