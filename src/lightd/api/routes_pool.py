@@ -13,11 +13,11 @@ from starlette.responses import Response
 from lightd.api import hot
 from lightd.api.responses import json_response
 from lightd.api.schemas import AddPort, BulkAdd, BulkDelete, Claim, EntryOut, SetUse, entry_out
-from lightd.core.entry import parse_ip, parse_path_port, parse_protocol
-from lightd.errors import InvalidInput
+from lightd.core.entry import parse_bounded, parse_ip, parse_port_text, parse_protocol
+from lightd.errors import InvalidInput, quoted
 from lightd.service.pool_service import PoolService
 
-__all__ = ["add_pool_routes"]
+__all__ = ["PAGE_MAX", "add_pool_routes"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,23 +52,21 @@ ProtocolQuery = Annotated[
 ]
 
 
-def _query_int(value: str, field: str) -> int:
-    if not value.isascii() or not value.isdigit():
-        raise InvalidInput(f"{field} must be a whole number of 0 or more (got {value!r})")
-    return int(value)
+# The most a ``limit`` or ``offset`` can usefully be: more entries than any pool holds.
+PAGE_MAX = 1_000_000_000
 
 
 def _query_bool(value: str, field: str) -> bool:
     lowered = value.lower()
     if lowered not in ("true", "false", "1", "0"):
-        raise InvalidInput(f"{field} must be true or false (got {value!r})")
+        raise InvalidInput(f"{field} must be true or false (got {quoted(value)})")
     return lowered in ("true", "1")
 
 
 def _entry_args(ip: str, port: str, protocol: str | None) -> tuple[str, int, str | None]:
     return (
         parse_ip(ip),
-        parse_path_port(port),
+        parse_port_text(port),
         None if protocol is None else parse_protocol(protocol),
     )
 
@@ -116,8 +114,8 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
             ip=None if ip is None else parse_ip(ip),
             protocol=None if protocol is None else parse_protocol(protocol),
             in_use=None if in_use is None else _query_bool(in_use, "in_use"),
-            limit=None if limit is None else _query_int(limit, "limit"),
-            offset=0 if offset is None else _query_int(offset, "offset"),
+            limit=None if limit is None else parse_bounded(limit, "limit", 0, PAGE_MAX),
+            offset=0 if offset is None else parse_bounded(offset, "offset", 0, PAGE_MAX),
         )
         return json_response({"ports": [entry_out(e) for e in entries], "total": total})
 

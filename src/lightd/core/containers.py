@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightd.core.entry import Key
-from lightd.errors import InvalidInput
+from lightd.errors import InvalidInput, quoted
 
 __all__ = ["Binding", "Container", "parse_internal_id"]
 
@@ -16,10 +16,11 @@ _INTERNAL_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 
 
 def parse_internal_id(value: Any, field: str = "internal_id") -> str:
-    if not isinstance(value, str) or not _INTERNAL_ID.match(value):
+    # fullmatch: "$" alone would let a trailing newline through.
+    if not isinstance(value, str) or not _INTERNAL_ID.fullmatch(value):
         raise InvalidInput(
             f"{field} must be 1 to 128 letters, digits, '_', '.' or '-', starting with a letter "
-            f"or digit (got {value!r})"
+            f"or digit (got {quoted(value)})"
         )
     return value
 

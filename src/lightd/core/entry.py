@@ -10,7 +10,7 @@ import functools
 import ipaddress
 from typing import Any
 
-from lightd.errors import InvalidInput
+from lightd.errors import InvalidInput, quoted
 
 __all__ = [
     "PROTOCOLS",
@@ -19,8 +19,10 @@ __all__ = [
     "canonical_ip",
     "is_wildcard",
     "parse_in_use",
+    "parse_bounded",
     "parse_ip",
     "parse_port",
+    "parse_port_text",
     "parse_protocol",
 ]
 
@@ -29,16 +31,38 @@ PROTOCOLS = ("tcp", "udp")
 WILDCARDS = {4: "0.0.0.0", 6: "::"}
 
 
+# The longest text of an address: ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255.
+_IP_TEXT_MAX = 45
+PORT_TEXT_RULE = "ASCII digits, no sign, spaces or leading zeros"
+
+
 def parse_ip(value: Any, field: str = "ip") -> str:
-    """Return the canonical text of an IPv4 or IPv6 address, or raise InvalidInput."""
+    """Return the canonical text of an IPv4 or IPv6 address, or raise InvalidInput.
+
+    Exactly the address: no surrounding spaces, no zone, no IPv4-mapped IPv6 form (the kernel
+    treats ``::ffff:a.b.c.d`` as the IPv4 address, so as an entry of its own it would dodge every
+    conflict with the IPv4 entries).
+    """
     if not isinstance(value, str):
         raise InvalidInput(f"{field} must be a string holding an IPv4 or IPv6 address")
     if "%" in value:
-        raise InvalidInput(f"{field} must not carry an IPv6 zone (got {value!r})")
+        raise InvalidInput(f"{field} must not carry an IPv6 zone (got {quoted(value)})")
+    if any(char.isspace() for char in value[: _IP_TEXT_MAX + 1]):
+        raise InvalidInput(f"{field} must not contain spaces (got {quoted(value)})")
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        if len(value) > _IP_TEXT_MAX or not value.isascii():
+            raise ValueError(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
-        raise InvalidInput(f"{field} is not a valid IPv4 or IPv6 address: {value!r}") from None
+        raise InvalidInput(
+            f"{field} is not a valid IPv4 or IPv6 address: {quoted(value)}"
+        ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        raise InvalidInput(
+            f"{field} {quoted(value)} is an IPv4-mapped IPv6 address: "
+            f"use its IPv4 form {address.ipv4_mapped}"
+        )
+    return str(address)
 
 
 def canonical_ip(value: str) -> str:
@@ -51,24 +75,45 @@ def parse_port(value: Any, field: str = "port") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{field} must be an integer from 1 to 65535")
     if not 1 <= value <= 65535:
-        raise InvalidInput(f"{field} must be an integer from 1 to 65535 (got {value})")
+        raise InvalidInput(f"{field} must be an integer from 1 to 65535 (got {quoted(value)})")
     return value
 
 
-def parse_path_port(value: str, field: str = "port") -> int:
-    """A port given as text in a URL path."""
-    if not value.isascii() or not value.isdigit():
-        raise InvalidInput(f"{field} must be an integer from 1 to 65535 (got {value!r})")
-    return parse_port(int(value), field)
+def parse_bounded(value: Any, field: str, low: int, high: int) -> int:
+    """A whole number written as text in ``low..high`` (a path, a query, a range), or InvalidInput.
+
+    One rule for every number that comes as text: ``0`` or ASCII digits without a leading zero,
+    so ``+25565``, `` 25565``, ``025565``, ``２５５６５`` and ``٢٥٥٦٥`` are refused alike. The
+    length is checked before ``int()``: converting thousands of digits is slow, and past 4300
+    Python refuses with an error of its own.
+    """
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= len(str(high))
+        and value.isascii()
+        and value.isdigit()
+        and (value == "0" or value[0] != "0")
+        and low <= int(value) <= high
+    ):
+        return int(value)
+    raise InvalidInput(
+        f"{field} must be an integer from {low} to {high} in {PORT_TEXT_RULE} "
+        f"(got {quoted(value)})"
+    )
+
+
+def parse_port_text(value: Any, field: str = "port") -> int:
+    """A port written as text (a URL path, one end of a range): see :func:`parse_bounded`."""
+    return parse_bounded(value, field, 1, 65535)
 
 
 def parse_protocol(value: Any, field: str = "protocol") -> str:
-    """``tcp`` or ``udp``, any case on input, lowercase out."""
-    if isinstance(value, str):
-        lowered = value.strip().lower()
+    """``tcp`` or ``udp``, any case on input, lowercase out; nothing around it."""
+    if isinstance(value, str) and len(value) == 3 and value.isascii():
+        lowered = value.lower()
         if lowered in PROTOCOLS:
             return lowered
-    raise InvalidInput(f"{field} must be \"tcp\" or \"udp\" (got {value!r})")
+    raise InvalidInput(f"{field} must be \"tcp\" or \"udp\" (got {quoted(value)})")
 
 
 def parse_in_use(value: Any, field: str = "in_use") -> bool:
