@@ -1,9 +1,15 @@
-"""Every error becomes ``{"error": "<one sentence>"}`` here, by class, never per route."""
+"""Every error becomes ``{"error": "<one sentence>"}`` here, by class, never per route.
+
+Every entrance ends in :func:`answer`: FastAPI's exception handlers, the guard middleware and the
+fast path. It walks ``type(exc).__mro__`` as Starlette's own handler lookup does, so an exception
+answers the same whichever entrance it came through.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import orjson
 from fastapi import FastAPI
@@ -11,34 +17,63 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Send
 
-from lightd.api.responses import json_response
+from lightd.api.responses import send_json
 from lightd.errors import (
     AlreadyExists,
+    Ambiguous,
+    BodyTooLarge,
     Conflict,
     InvalidInput,
     LightdError,
     NoAvailablePorts,
+    NotAcceptable,
     NotFound,
+    PortNotFound,
     StorageError,
+    Unauthorized,
     Unavailable,
 )
 
-__all__ = ["error_response", "install_error_handlers", "lightd_error", "validation_message"]
+__all__ = [
+    "HEADERS_BY_ERROR",
+    "STATUS_BY_ERROR",
+    "Answer",
+    "answer",
+    "install_error_handlers",
+    "send_error",
+    "status_of",
+    "validation_message",
+]
 
 log = logging.getLogger(__name__)
 
-# Most specific first; the first class that matches decides the status.
-STATUS_BY_ERROR: list[tuple[type[LightdError], int]] = [
-    (InvalidInput, 400),
-    (NotFound, 404),
-    (AlreadyExists, 409),
-    (Conflict, 409),
-    (NoAvailablePorts, 409),  # the routes that answer 404 for it say so (see `random`)
-    (StorageError, 503),
-    (Unavailable, 503),
-    (LightdError, 500),
-]
+# The status of each error class; a subclass takes the status of its nearest listed base.
+# Every class of lightd.errors is listed (a test checks), so none falls to LightdError's 500.
+STATUS_BY_ERROR: dict[type[BaseException], int] = {
+    InvalidInput: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    PortNotFound: 404,
+    NotAcceptable: 406,
+    AlreadyExists: 409,
+    Conflict: 409,
+    Ambiguous: 409,
+    NoAvailablePorts: 409,  # the routes that answer 404 for it say so (see `random`)
+    BodyTooLarge: 413,
+    StorageError: 503,
+    Unavailable: 503,
+    LightdError: 500,
+    RequestValidationError: 400,  # FastAPI's: a body, path or query its schema refused
+    Exception: 500,
+}
+
+HEADERS_BY_ERROR: dict[type[BaseException], dict[str, str]] = {
+    Unauthorized: {"WWW-Authenticate": "Bearer"},
+    # The rest of the body was never read, so this connection cannot carry another request.
+    BodyTooLarge: {"Connection": "close"},
+}
 
 HTTP_MESSAGES = {
     404: "Not found",
@@ -47,28 +82,86 @@ HTTP_MESSAGES = {
 }
 
 
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
-) -> Response:
-    body = {"error": message, **extra}
-    return Response(orjson.dumps(body, default=str), status, headers, media_type="application/json")
+class Answer(NamedTuple):
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+    def encoded(self) -> bytes:
+        try:
+            return orjson.dumps(self.body, default=str)
+        except TypeError:
+            # A message that cannot be UTF-8 (a lone surrogate from some library): keep it
+            # readable, drop the details, rather than fail while answering a failure.
+            text = str(self.body.get("error", "")).encode("utf-8", "backslashreplace")
+            return orjson.dumps({"error": text.decode("utf-8")})
 
 
-def lightd_error(exc: LightdError, method: str, path: str) -> tuple[int, dict[str, Any]]:
-    """The status and body answering ``exc`` (``{"error", **details}``); 5xx are logged."""
-    status = status_of(exc)
-    if status >= 500:
-        log.error("%s %s failed: %s", method, path, exc.message)
-    body: dict[str, Any] = {"error": exc.message}
-    body.update((key, value) for key, value in exc.details.items() if key != "error")
-    return status, body
-
-
-def status_of(exc: LightdError) -> int:
-    for kind, status in STATUS_BY_ERROR:
-        if isinstance(exc, kind):
+def status_of(kind: type[BaseException]) -> int:
+    """The status answering an exception of class ``kind``."""
+    for base in kind.__mro__:
+        status = STATUS_BY_ERROR.get(base)
+        if status is not None:
             return status
-    return 500  # pragma: no cover - LightdError is last in the table
+    return 500  # a BaseException that is not an Exception
+
+
+def _headers_of(kind: type[BaseException]) -> dict[str, str]:
+    for base in kind.__mro__:
+        headers = HEADERS_BY_ERROR.get(base)
+        if headers is not None:
+            return headers
+    return {}
+
+
+def _of_lightd(exc: LightdError) -> tuple[str, dict[str, Any]]:
+    extra = {key: value for key, value in exc.details.items() if key != "error"}
+    return exc.message, extra
+
+
+def _of_validation(exc: RequestValidationError) -> tuple[str, dict[str, Any]]:
+    return validation_message(list(exc.errors())), {}
+
+
+def _of_unexpected(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    return "Internal error", {}
+
+
+# How each kind of exception says what went wrong; looked up along the MRO like the status.
+_MESSAGES: dict[type[BaseException], Callable[[Any], tuple[str, dict[str, Any]]]] = {
+    LightdError: _of_lightd,
+    RequestValidationError: _of_validation,
+    Exception: _of_unexpected,
+}
+
+
+def answer(exc: BaseException, method: str, path: str) -> Answer:
+    """The status, ``{"error", **details}`` body and headers answering ``exc``; 5xx are logged."""
+    kind = type(exc)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, HTTPException):  # Starlette's own: 404 and 405 of the router, ...
+        status = exc.status_code
+        message = HTTP_MESSAGES.get(status) or str(exc.detail)
+        headers = dict(exc.headers or {})
+    else:
+        status = status_of(kind)
+        describe = next((_MESSAGES[b] for b in kind.__mro__ if b in _MESSAGES), _of_unexpected)
+        message, extra = describe(exc)
+        headers = _headers_of(kind)
+    if status >= 500:
+        if isinstance(exc, LightdError):
+            log.error("%s %s failed: %s", method, path, exc.message)
+        else:
+            log.error("%s %s failed unexpectedly", method, path, exc_info=exc)
+    return Answer(status, {"error": message, **extra}, headers)
+
+
+async def send_error(send: Send, exc: BaseException, method: str, path: str) -> None:
+    """Answer ``exc`` straight from ASGI (middleware, the fast path)."""
+    reply = answer(exc, method, path)
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+               for name, value in reply.headers.items()]
+    await send_json(send, reply.status, orjson.Fragment(reply.encoded()), headers)
 
 
 def _loc_text(loc: tuple[Any, ...]) -> str:
@@ -103,7 +196,8 @@ def validation_message(errors: list[Any]) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
         leaf = str(path[-1])
-        if message.startswith(leaf + " "):
+        # A core parser names the field itself ("port must ...", "ports[2] must ...").
+        if message.startswith(leaf) and message[len(leaf):len(leaf) + 1] in (" ", "[", "."):
             return field + message[len(leaf):]
         return f"{field}: {message}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
@@ -114,26 +208,12 @@ def validation_message(errors: list[Any]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_lightd_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, LightdError)
-        status, body = lightd_error(exc, request.method, request.url.path)
-        return json_response(body, status)
+    """Every exception FastAPI's routes raise goes to :func:`answer`."""
 
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        return error_response(400, validation_message(list(exc.errors())))
+    async def on_error(request: Request, exc: Exception) -> Response:
+        reply = answer(exc, request.method, request.url.path)
+        return Response(reply.encoded(), reply.status, reply.headers, media_type="application/json")
 
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        message = HTTP_MESSAGES.get(exc.status_code) or str(exc.detail)
-        headers = dict(exc.headers) if exc.headers else None
-        return error_response(exc.status_code, message, headers=headers)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("%s %s failed unexpectedly", request.method, request.url.path)
-        return error_response(500, "Internal error")
-
-    app.add_exception_handler(LightdError, on_lightd_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(HTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    # Starlette keeps Exception's handler apart (ServerErrorMiddleware), so each is named.
+    for kind in (LightdError, RequestValidationError, HTTPException, Exception):
+        app.add_exception_handler(kind, on_error)

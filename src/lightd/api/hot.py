@@ -7,7 +7,6 @@ dependency machinery, which costs more than the pool itself. One behaviour, two 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,17 +14,16 @@ from urllib.parse import parse_qsl
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lightd.api.errors import lightd_error, validation_message
+from lightd.api.errors import send_error, validation_message
 from lightd.api.responses import send_json
 from lightd.api.schemas import Claim, entry_out
 from lightd.core.entry import parse_ip, parse_protocol
-from lightd.errors import InvalidInput, LightdError, NoAvailablePorts, NotFound
+from lightd.errors import InvalidInput, NoAvailablePorts, NotFound
 from lightd.service.pool_service import PoolService
 
 __all__ = ["FastPath", "claim_ports", "ping", "random_port"]
 
 Json = dict[str, Any]
-log = logging.getLogger(__name__)
 
 
 def ping() -> Json:
@@ -62,7 +60,8 @@ Handler = Callable[[Scope, Receive], Awaitable[tuple[int, Json]]]
 class FastPath:
     """ASGI middleware answering the hot routes itself; everything else goes to the app.
 
-    It sits inside the guard middleware, so the token and vendor checks still apply.
+    It sits inside the guard middleware, so the token, vendor and body checks still apply, and
+    its errors are answered by the same error map as FastAPI's routes (``errors.answer``).
     """
 
     def __init__(self, app: ASGIApp, service: PoolService) -> None:
@@ -81,11 +80,9 @@ class FastPath:
             return
         try:
             status, body = await handler(scope, receive)
-        except LightdError as exc:
-            status, body = lightd_error(exc, scope["method"], scope["path"])
-        except Exception:
-            log.exception("%s %s failed unexpectedly", scope["method"], scope["path"])
-            status, body = 500, {"error": "Internal error"}
+        except Exception as exc:
+            await send_error(send, exc, scope["method"], scope["path"])
+            return
         await send_json(send, status, body)
 
     async def _ping(self, scope: Scope, receive: Receive) -> tuple[int, Json]:

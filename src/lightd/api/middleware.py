@@ -1,20 +1,24 @@
-"""Pure ASGI middleware for the checks every request passes: body size, token, vendor header.
+"""Pure ASGI middleware for the checks every request passes: body size, token, vendor, JSON body.
 
 Written against raw ASGI rather than as FastAPI dependencies so that they cost next to nothing on
-the hot paths (``random`` must run at nearly the rate of ``ping``).
+the hot paths (``random`` must run at nearly the rate of ``ping``). A refusal is an exception of
+``lightd.errors`` answered through the one error map (``lightd.api.errors.answer``).
 """
 
 from __future__ import annotations
 
 import hmac
 
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lightd.api.responses import send_json
+from lightd.api.body import check_json, read_body, replay
+from lightd.api.errors import send_error
+from lightd.api.headers import accepts, bearer_credentials
+from lightd.errors import BodyTooLarge, LightdError, NotAcceptable, Unauthorized
 
 __all__ = [
     "AUTH_ERROR",
+    "BODY_ERROR",
     "MAX_BODY",
     "PUBLIC_PATHS",
     "VENDOR",
@@ -23,65 +27,74 @@ __all__ = [
 ]
 
 VENDOR = "application/vnd.pkglatv1+json"
-AUTH_ERROR = "Invalid or missing Bearer token. Format: Authorization: Bearer lightd_<token>"
-VENDOR_ERROR = "Invalid vendor. Expected: Application/vnd.pkglatv1+json"
-BODY_ERROR = "Request body is larger than 1 MiB"
+AUTH_ERROR = Unauthorized().message
+VENDOR_ERROR = NotAcceptable().message
+BODY_ERROR = BodyTooLarge().message
 MAX_BODY = 1024 * 1024
 _VENDOR_BYTES = VENDOR.encode()
 PUBLIC_PATHS = frozenset({"/api/v1/public/ping", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+# Methods whose body a route reads; any other body is left unread (and so ignored).
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_JSON = (b"content-type", b"application/json")
 
 
 class GuardMiddleware:
-    """Checks, in order: body size, then the bearer token, then the vendor Accept header."""
+    """Checks, in order: declared body size, bearer token, vendor ``Accept``, then the body.
+
+    The body is read here, whole, for every route that takes one: over 1 MiB is 413 however it
+    comes (declared or chunked), and it must be strict JSON of valid Unicode whatever its
+    ``Content-Type`` (see ``lightd.api.body``). The app then reads it as JSON.
+    """
 
     def __init__(self, app: ASGIApp, token: str, max_body: int = MAX_BODY) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.token = token.encode()
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        try:
+            checked = await self._check(scope, receive)
+        except LightdError as exc:
+            await send_error(send, exc, scope["method"], scope["path"])
+            return
+        if checked is not None:
+            await self.app(*checked, send)
+
+    async def _check(self, scope: Scope, receive: Receive) -> tuple[Scope, Receive] | None:
+        """The scope and receive the app gets, or None when the client left; raises a refusal."""
         authorization = b""
-        accept = b""
+        accept: list[bytes] = []
         length = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value
             elif name == b"accept":
-                accept = value
+                accept.append(value)  # several Accept fields make one list (RFC 9110 5.3)
             elif name == b"content-length":
                 length = value
-        if length and (not length.isdigit() or int(length) > self.max_body):
-            await send_json(send, 413, {"error": BODY_ERROR}, [(b"connection", b"close")])
-            return
-        if scope["path"] not in PUBLIC_PATHS:
-            # compare_digest takes as long whatever the token's first wrong byte is.
-            if not hmac.compare_digest(authorization.strip(), self.expected):
-                await send_json(send, 401, {"error": AUTH_ERROR}, [(b"www-authenticate", b"Bearer")])
-                return
-            if _VENDOR_BYTES not in accept.lower():
-                await send_json(send, 406, {"error": VENDOR_ERROR})
-                return
-        if length or scope["method"] in ("GET", "HEAD", "DELETE"):
-            # A declared length was checked above, and the server never reads past it.
-            await self.app(scope, receive, send)
-            return
-        await self._limited(scope, receive, send)
-
-    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Refuse a body once it passes the limit, also when it comes chunked without a length."""
-        seen = 0
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    # Raised inside the app, so the one error map turns it into the 413 body.
-                    raise HTTPException(413, BODY_ERROR)
-            return message
-
-        await self.app(scope, counting_receive, send)
+        # A length of more digits than any allowed one is refused before int() reads it.
+        if length and (not length.isdigit() or len(length) > 12 or int(length) > self.max_body):
+            raise BodyTooLarge()
+        if scope["path"] in PUBLIC_PATHS:
+            return scope, receive
+        # compare_digest takes as long whatever the token's first wrong byte is.
+        credentials = bearer_credentials(authorization)
+        if not hmac.compare_digest(credentials or b"", self.token) or credentials is None:
+            raise Unauthorized()
+        if not accepts(b",".join(accept), _VENDOR_BYTES):
+            raise NotAcceptable()
+        if scope["method"] not in _BODY_METHODS:
+            return scope, receive
+        body = await read_body(receive, self.max_body)
+        if body is None:
+            return None
+        if body:
+            check_json(body)
+            # Read as JSON by every route, whatever the client declared.
+            headers = [(n, v) for n, v in scope["headers"] if n != b"content-type"]
+            headers.append(_JSON)
+            scope = {**scope, "headers": headers}
+        return scope, replay(body, receive)
