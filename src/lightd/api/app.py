@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from lightd import __version__
@@ -15,6 +14,7 @@ from lightd.api import hot
 from lightd.api.errors import install_error_handlers
 from lightd.api.hot import FastPath
 from lightd.api.middleware import GuardMiddleware
+from lightd.api.openapi import install_openapi
 from lightd.api.responses import json_response
 from lightd.api.routes_containers import add_container_routes
 from lightd.api.routes_pool import add_pool_routes
@@ -67,29 +67,10 @@ def create_app(daemon: Daemon, fast_path: bool = True) -> FastAPI:
     add_pool_routes(app, daemon.pool)
     add_container_routes(app, daemon.containers)
     add_system_routes(app, daemon)
-    _document_security(app)
+    install_openapi(app)
     # Added last, runs first: the guard, then the fast path for ping, random and claim.
     if fast_path:
         app.add_middleware(FastPath, service=daemon.pool)
     app.add_middleware(GuardMiddleware, token=daemon.token)
     return app
-
-
-def _document_security(app: FastAPI) -> None:
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"}
-            }
-            for path, operations in schema.get("paths", {}).items():
-                if path.startswith("/api/v1/public/"):
-                    continue
-                for operation in operations.values():
-                    operation["security"] = [{"bearer": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 

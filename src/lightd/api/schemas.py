@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from lightd.api import openapi
 from lightd.core.entry import Entry, parse_in_use, parse_ip, parse_port, parse_protocol
 from lightd.core.ranges import parse_port_spec, parse_protocols
 
@@ -38,9 +39,12 @@ def value_error(parse: Any) -> Any:
     return BeforeValidator(run)
 
 
-Ip = Annotated[str, value_error(parse_ip), Field(examples=["0.0.0.0"])]
-Port = Annotated[int, value_error(parse_port), Field(ge=1, le=65535, examples=[25565])]
-Protocol = Annotated[Literal["tcp", "udp"], value_error(parse_protocol)]
+# WithJsonSchema: OpenAPI documents what the core parsers accept (lightd.api.openapi).
+Ip = Annotated[str, value_error(parse_ip), WithJsonSchema(openapi.IP_SCHEMA)]
+Port = Annotated[int, value_error(parse_port), WithJsonSchema(openapi.PORT_SCHEMA)]
+Protocol = Annotated[
+    Literal["tcp", "udp"], value_error(parse_protocol), WithJsonSchema(openapi.PROTOCOL_SCHEMA)
+]
 InUse = Annotated[bool, value_error(parse_in_use)]
 Note = Annotated[str | None, Field(default=None, max_length=500)]
 
@@ -79,7 +83,10 @@ def _parse_protocols(value: Any) -> Any:
 _PROTOCOLS_OF = {"tcp": ("tcp",), "udp": ("udp",), "both": ("tcp", "udp")}
 
 
-Protocols = Annotated[Literal["tcp", "udp", "both"], value_error(_parse_protocols)]
+Protocols = Annotated[
+    Literal["tcp", "udp", "both"], value_error(_parse_protocols),
+    WithJsonSchema(openapi.PROTOCOLS_SCHEMA),
+]
 Flag = Annotated[bool, value_error(lambda v: _strict_bool(v))]
 
 
@@ -104,7 +111,7 @@ class _WithProtocols(Body):
 
 
 class Claim(_WithProtocols):
-    count: Annotated[int, value_error(_count)] = 1
+    count: Annotated[int, value_error(_count), WithJsonSchema(openapi.COUNT_SCHEMA)] = 1
     ip: Ip | None = None
     contiguous: Flag = False
     note: Note = None
@@ -112,10 +119,9 @@ class Claim(_WithProtocols):
 
 class BulkAdd(_WithProtocols):
     ip: Ip
-    ports: Annotated[list[int | str], value_error(parse_port_spec), Field(
-        examples=[[25565, "27015-27030"]],
-        description="port numbers and \"A-B\" ranges",
-    )]
+    ports: Annotated[
+        list[int | str], value_error(parse_port_spec), WithJsonSchema(openapi.PORT_SPEC_SCHEMA)
+    ]
     note: Note = None
 
     @property
