@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from itertools import groupby
 from pathlib import Path
 
+from lightd.adapters.disk_reserve import DiskReserve
 from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
 from lightd.core.entry import Entry
 from lightd.errors import StorageError
@@ -21,6 +22,9 @@ from lightd.errors import StorageError
 __all__ = ["SqliteStore"]
 
 SCHEMA_VERSION = 1
+SQLITE_FULL = 13
+SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
+TABLES = ("ports", "containers")
 PAGE_SIZE = 1024
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ports (
@@ -43,12 +47,33 @@ PUT_SQL = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 DELETE_SQL = "DELETE FROM ports WHERE ip = ? AND port = ? AND protocol = ?"
+EXISTS_SQL = "SELECT 1 FROM ports WHERE ip = ? AND port = ? AND protocol = ?"
 SQL_BY_CHANGE: dict[type, str] = {
     PutPort: PUT_SQL,
     DeletePort: DELETE_SQL,
     PutContainer: "INSERT OR REPLACE INTO containers (internal_id, body) VALUES (?, ?)",
     DeleteContainer: "DELETE FROM containers WHERE internal_id = ?",
 }
+
+
+def _no_space(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL, or a -shm file that could not be given its room (also no space)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF == SQLITE_FULL or code == SQLITE_IOERR_SHMSIZE)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, sqlite3.Error) and _no_space(exc):
+        return f"{exc} (the disk is full)"
+    return str(exc)
+
+
+def _full(detail: str | None) -> str:
+    why = f" ({detail})" if detail else ""
+    return (
+        f"disk full: the change was not saved, nothing changed{why}. Reads and deletions still "
+        "work; free space on that disk"
+    )
 
 
 ROWS_PER_STATEMENT = 500  # 6 parameters a row: well under SQLite's limit of 32,766
@@ -72,31 +97,58 @@ class SqliteStore:
         self.path = path
         self._db: sqlite3.Connection | None = None
         self.created = False
+        self.reserve = DiskReserve(path.parent)
 
     def open(self) -> None:
-        """Open (creating if needed) the database; ``created`` tells whether it is new."""
+        """Open (creating if needed) the database; ``created`` tells whether it is new.
+
+        A database whose schema is current is only read, so lightd starts on a full disk. If even
+        reading needs room (a WAL database's ``-shm`` file is made on first read), the disk
+        reserve is given up for it.
+        """
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.created = not self.path.exists()
             # Used from the committer's thread after being opened on the main one; never at once.
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            if self.created:
-                # Rows are ~40 bytes and changes touch scattered rows: small pages mean less to
-                # write (and fsync) per change. Only possible before the first table exists.
-                db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open database {self.path}: {_reason(exc)}") from exc
+        try:
             db.execute("PRAGMA busy_timeout=5000")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StorageError(
-                    f"database {self.path} was written by a newer lightd (schema {version})"
-                )
+            try:
+                self._prepare(db)
+            except sqlite3.Error as exc:
+                if not _no_space(exc) or not self.reserve.release():
+                    raise
+                self._prepare(db)
+        except BaseException as exc:
+            db.close()  # a daemon that cannot open its database keeps no file of it open
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise StorageError(f"cannot open database {self.path}: {_reason(exc)}") from exc
+            raise
+        self._db = db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """Make the schema current, writing only what is not so yet."""
+        db.execute("PRAGMA synchronous=FULL")  # this connection's; it reads the file's header
+        if self.created:
+            # Rows are ~40 bytes and changes touch scattered rows: small pages mean less to
+            # write (and fsync) per change. Only possible before the first table exists.
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")  # stored in the file: once
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"database {self.path} was written by a newer lightd (schema {version})"
+            )
+        tables = db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+            TABLES,
+        ).fetchone()[0]
+        if version < SCHEMA_VERSION or tables < len(TABLES):
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open database {self.path}: {exc}") from exc
-        self._db = db
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -116,7 +168,32 @@ class SqliteStore:
         return [body for (body,) in self.db.execute("SELECT body FROM containers")]
 
     def apply(self, changes: Sequence[Change]) -> None:
-        """Apply every change in one transaction: all of them are durable, or none."""
+        """Apply every change in one transaction: all of them are durable, or none.
+
+        On a full disk (see DiskReserve.shortfall) only a transaction that frees entries is
+        tried; it may use the disk reserve (removed, then the transaction retried once). Any
+        other is refused "disk full", or fails so if the disk fills under it.
+        """
+        shortfall = self.reserve.shortfall(make=True)
+        if shortfall is not None and not self._frees_only(changes):
+            raise StorageError(_full(shortfall))
+        try:
+            self._transaction(changes)
+        except sqlite3.Error as exc:
+            if not _no_space(exc):
+                raise StorageError(f"could not save the change: {exc}") from exc
+            if not self._frees_only(changes) or not self.reserve.release():
+                raise StorageError(_full(str(exc))) from exc
+            try:
+                self._transaction(changes)
+            except sqlite3.Error as again:
+                message = _full(str(again)) if _no_space(again) else (
+                    f"could not save the change: {again}")
+                raise StorageError(message) from again
+        if shortfall is not None:
+            self.reserve.shortfall(make=True)  # room a deletion gave back goes to the reserve first
+
+    def _transaction(self, changes: Sequence[Change]) -> None:
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -126,12 +203,21 @@ class SqliteStore:
                 else:
                     db.executemany(SQL_BY_CHANGE[kind], run)
             db.execute("COMMIT")
-        except BaseException as exc:
+        except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"could not save the change: {exc}") from exc
             raise
+
+    def _frees_only(self, changes: Sequence[Change]) -> bool:
+        """Whether ``changes`` only delete entries and containers or free existing entries."""
+        for change in changes:
+            if isinstance(change, DeletePort | DeleteContainer):
+                continue
+            if (isinstance(change, PutPort) and not change.in_use and change.container is None
+                    and self.db.execute(EXISTS_SQL, change[:3]).fetchone() is not None):
+                continue
+            return False
+        return True
 
     def close(self) -> None:
         if self._db is not None:
