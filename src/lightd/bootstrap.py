@@ -112,6 +112,7 @@ class Lightd:
             host_check=bool(pool["host_check"]),
             require_local_ip=bool(pool["require_local_ip"]),
             writer=choose_writer(settings, self.store),
+            write_timeout=settings.write_timeout,
         )
         runtime = settings.section("runtime")
         self.containers = ContainerService(
@@ -195,8 +196,20 @@ class Lightd:
             "firewall": self.firewall.status(),
             "runtime": {"kind": self.engine.kind, "reason": self.runtime_reason,
                         "containers": len(self.containers.containers)},
+            "storage": self._storage_status(),
             "startup": self.startup,
         }
+
+    def _storage_status(self) -> dict[str, Any]:
+        """Unhealthy while a write is overdue, after a failed one, or while the disk is full."""
+        committer = self.pool.committer
+        health: dict[str, Any] = {"healthy": True, "reason": None, "since": None}
+        if committer is not None:
+            health = committer.health()
+        full = self.store.reserve.problem()
+        if full is not None and health["healthy"]:
+            health = {"healthy": False, "reason": full, "since": None}
+        return {**health, "disk_full": full is not None, "write_timeout": self.pool.write_timeout}
 
 
 def build(settings: Settings) -> Lightd:

@@ -56,6 +56,7 @@ class SqliteWriter:
         self._closed = False
         self._last_error: str | None = None
         self._reaping: set[asyncio.Task[None]] = set()
+        self._killed: int | None = None  # the pid abandon() killed
 
     async def start(self) -> None:
         """Start the child and wait until it has the database open."""
@@ -79,6 +80,19 @@ class SqliteWriter:
         self._outgoing += encode(changes)
         self._send()
         return future
+
+    def abandon(self) -> None:
+        """Kill a child that does not answer (SIGKILL ends a stopped child too).
+
+        Its unanswered writes fail when its socket closes, which the kernel does only as the
+        child exits, after any write of its own: memory is then rebuilt from a file no one
+        changes any more. It is reaped in the background; the next write starts a new child.
+        """
+        process = self.process
+        if self._sock is None or process is None or process.poll() is not None:
+            return
+        self._killed = process.pid
+        process.kill()
 
     async def close(self) -> None:
         """Let the child finish what it was sent, then wait for it to exit."""
@@ -173,6 +187,8 @@ class SqliteWriter:
             task = self._loop.create_task(self._reap(self.process))
             self._reaping.add(task)
             task.add_done_callback(self._reaping.discard)
+        if self.process is not None and self._killed == self.process.pid:
+            why = "it did not answer in time, so lightd killed it"
         message = f"the store's writer process stopped ({why}"
         message += "" if code is None else f", exit code {code}"
         message += f"; last error: {self._last_error})" if self._last_error else ")"

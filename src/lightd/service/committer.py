@@ -13,23 +13,33 @@ store's ``apply`` on a thread (``storage.writer: "thread"``, and the in-memory t
 A future resolves only once its changes are durable. If a transaction fails, it and everything
 submitted after it fail together and ``on_failure`` rebuilds the in-memory state from the store
 (the source of truth) before any other task runs.
+
+A writer that does not answer within ``timeout`` seconds is *overdue*: every change waiting for
+it fails at once ("not confirmed": the writer may still have committed it), ``abandon`` asks the
+writer to give up on it (the process writer kills its child), and until the overdue transaction
+is settled every new change and every read that would wait for one fails at once too. When it
+settles, memory is rebuilt from the store whatever the outcome, because the clients were told
+nothing either way. ``health()`` says whether storage works, for ``/api/v1/status``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
 
 from lightd.core.changes import Change
 from lightd.errors import StorageError
 from lightd.service.ports import Store
 
-__all__ = ["Committer", "ThreadWriter"]
+__all__ = ["DEFAULT_TIMEOUT", "Committer", "ThreadWriter"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
 
 
 class ThreadWriter:
@@ -47,8 +57,15 @@ class ThreadWriter:
         assert self._loop is not None, "ThreadWriter.start() was not called"
         return self._loop.run_in_executor(self._executor, self.store.apply, changes)
 
+    def abandon(self) -> None:
+        """A thread cannot be stopped: its transaction settles whenever the store returns."""
+
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Committer:
@@ -56,16 +73,26 @@ class Committer:
         self,
         write: Callable[[Sequence[Change]], asyncio.Future[None]],
         on_failure: Callable[[], None] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        abandon: Callable[[], None] | None = None,
     ) -> None:
         self._write = write
         self._on_failure = on_failure
+        self._timeout = timeout
+        self._abandon = abandon
         self._changes: list[Change] = []
         self._waiters: list[asyncio.Future[None]] = []
         # Resolves when the transaction being written has been settled (or None: nothing is).
         self._inflight: asyncio.Future[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        # Resolves when the transaction in flight is settled or found overdue: what readers wait on.
+        self._answered: asyncio.Future[None] | None = None
+        # Why the transaction in flight is overdue (its waiters were failed), or None.
+        self._overdue: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.transactions = 0
+        self._unhealthy: tuple[str, str] | None = None  # (reason, since)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -75,6 +102,13 @@ class Committer:
         if self._closing or self._loop is None:
             raise StorageError("lightd is not running; the change was not saved")
         future: asyncio.Future[None] = self._loop.create_future()
+        if self._overdue is not None:
+            # Applied in memory already: the reload when the overdue write settles undoes it.
+            future.set_exception(StorageError(
+                f"the change was not saved: {self._overdue}; until it answers or is replaced "
+                "(/api/v1/status), changes fail. Try again shortly"
+            ))
+            return future
         self._changes.extend(changes)
         self._waiters.append(future)
         if self._inflight is None:
@@ -89,21 +123,50 @@ class Committer:
     async def barrier(self) -> None:
         """Wait until everything submitted so far is durable (or was rolled back).
 
-        Readers call this so they never report a change that a crash could still undo.
+        Readers call this so they never report a change that a crash could still undo; they
+        wait no longer than the writer's bound, then fail rather than report it.
         """
         if self._inflight is None:
             return
-        # Changes not written yet wait for the transaction that will carry them.
-        future = self.submit(()) if self._waiters else self._inflight
-        # A failed change was rolled back in memory too: what the reader sees next is durable.
-        with contextlib.suppress(StorageError):
-            await asyncio.shield(future)
+        self._refuse_read()
+        # Changes not written yet wait for the transaction that will carry them; an empty
+        # submission settles with it, and fails at once if it becomes overdue.
+        future = self.submit(()) if self._waiters or self._answered is None else self._answered
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except StorageError:
+            pass  # a failed change was rolled back in memory too: what the reader sees is durable
+        except TimeoutError:
+            raise StorageError(
+                f"the pool could not be read: changes before this read were not confirmed "
+                f"within {self._timeout:g} s"
+            ) from None
+        self._refuse_read()
+
+    def _refuse_read(self) -> None:
+        if self._overdue is not None:
+            raise StorageError(
+                f"the pool cannot be read now: {self._overdue}, so memory may hold changes "
+                "that are not saved; until it answers or is replaced (/api/v1/status), reads "
+                "that wait for them fail. Try again shortly"
+            )
 
     async def close(self) -> None:
         """Let everything submitted be written, then stop taking changes."""
         self._closing = True
         while self._inflight is not None:
             await asyncio.shield(self._inflight)
+
+    def health(self) -> dict[str, Any]:
+        """``healthy``, and while not, the ``reason`` and ``since`` when (ISO 8601, UTC)."""
+        if self._unhealthy is None:
+            return {"healthy": True, "reason": None, "since": None}
+        reason, since = self._unhealthy
+        return {"healthy": False, "reason": reason, "since": since}
+
+    def _set_unhealthy(self, reason: str) -> None:
+        since = _now() if self._unhealthy is None else self._unhealthy[1]
+        self._unhealthy = (reason, since)
 
     def _flush(self) -> None:
         assert self._loop is not None
@@ -115,26 +178,70 @@ class Committer:
             self._settle(waiters, settled, None)
             return
         writing = self._write(changes)
+        self._answered = self._loop.create_future()
+        self._deadline = self._loop.call_later(self._timeout, self._overdue_now, waiters)
         writing.add_done_callback(
-            lambda done: self._settle(waiters, settled, done.exception())
+            lambda done: self._settle(waiters, settled, done.exception(), wrote=True)
         )
+
+    def _wake_readers(self) -> None:
+        answered, self._answered = self._answered, None
+        if answered is not None and not answered.done():
+            answered.set_result(None)
+
+    def _overdue_now(self, waiters: list[asyncio.Future[None]]) -> None:
+        """The writer has not answered in time: fail everything waiting, and give it up."""
+        self._deadline = None
+        self._wake_readers()
+        self._overdue = (
+            f"the store's writer has not confirmed a write within {self._timeout:g} s "
+            f"(since {_now()})"
+        )
+        log.error("%s; failing the changes waiting for it", self._overdue)
+        self._set_unhealthy(self._overdue)
+        failure = StorageError(
+            f"the change was not confirmed within {self._timeout:g} s: the store's writer did "
+            "not answer, so lightd gives it up and rebuilds the pool from the database. The "
+            "change may still have been saved: read the entry again to see"
+        )
+        waiters = waiters + self._waiters
+        self._changes, self._waiters = [], []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(failure)
+                waiter.exception()  # retrieved: a request that went away must not warn
+        if self._abandon is not None:
+            self._abandon()
 
     def _settle(
         self,
         waiters: list[asyncio.Future[None]],
         settled: asyncio.Future[None],
         error: BaseException | None,
+        wrote: bool = False,
     ) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._wake_readers()
+        overdue, self._overdue = self._overdue, None
         if error is None:
-            self.transactions += 1
+            if wrote:
+                self.transactions += 1
+                self._unhealthy = None
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+            if overdue is not None and self._on_failure is not None:
+                # Its clients were told "not confirmed", and changes made since were refused:
+                # memory becomes what the store holds.
+                self._on_failure()
         else:
             log.error("storage transaction failed, state reloaded from the store: %s", error)
             failure = error if isinstance(error, StorageError) else StorageError(
                 f"could not save the change: {error}"
             )
+            self._set_unhealthy(f"the last write failed: {failure.message}")
             # Later submissions were applied in memory on top of the failed ones: fail them
             # too, then rebuild memory from the store, all in this one callback.
             waiters = waiters + self._waiters

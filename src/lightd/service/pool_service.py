@@ -29,7 +29,7 @@ from lightd.errors import (
     NotFound,
     StorageError,
 )
-from lightd.service.committer import Committer, ThreadWriter
+from lightd.service.committer import DEFAULT_TIMEOUT, Committer, ThreadWriter
 from lightd.service.host_check import HostCheck
 from lightd.service.ports import Firewall, Host, NoFirewall, Store, Writer
 
@@ -55,8 +55,11 @@ class PoolService:
         host_check: bool = True,
         require_local_ip: bool = True,
         writer: Writer | None = None,
+        write_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.store = store
+        # How long the writer may take to confirm a transaction before it is given up.
+        self.write_timeout = write_timeout
         # Writes the store's transactions off the event loop (the store's own thread by default).
         self.writer: Writer = writer or ThreadWriter(store)
         self.firewall: Firewall = firewall or NoFirewall()
@@ -82,7 +85,8 @@ class PoolService:
 
     async def start(self) -> None:
         await self.writer.start()
-        self.committer = Committer(self.writer.write, on_failure=self.load)
+        self.committer = Committer(self.writer.write, on_failure=self.load,
+                                   timeout=self.write_timeout, abandon=self.writer.abandon)
         self.committer.start()
 
     async def stop(self) -> None:

@@ -42,6 +42,9 @@ class Writer(Protocol):
     def write(self, changes: Sequence[Change]) -> asyncio.Future[None]:
         """Apply ``changes`` as one transaction; the future fails with StorageError if not."""
 
+    def abandon(self) -> None:
+        """Give up a write that is overdue, so its future settles soon (if the writer can)."""
+
     async def close(self) -> None:
         """Finish what was written, then stop."""
 
