@@ -148,7 +148,14 @@ _GUARD = {
     406: f"{VENDOR_ERROR} (the Accept header must list {VENDOR_MEDIA_TYPE}, any case)",
 }
 _INVALID = "Malformed request: the error names the field and why"
-_TOO_LARGE = BODY_ERROR + " (refused before it is read)"
+# What the server answers on every route, before the app sees the request (api/server.py and the
+# guard): a declared length over the limit, a head over 16 KiB, one connection too many.
+_EVERY_ROUTE = {
+    413: BODY_ERROR + " (a declared length is refused before anything is read)",
+    431: "Request head too large (over 16 KiB)",
+}
+_BUSY = "too many connections; try again later"
+_UNREAD = "The pool could not be read: changes before this read were not confirmed in time"
 _UNSAVED = (
     "The change could not be made durable, or the firewall or container engine could not "
     "do it; nothing was changed"
@@ -195,12 +202,18 @@ _AMBIGUOUS_OR_HELD = (
 # Per operation: the success body, and the statuses only it answers (the rules below add the rest).
 OPERATIONS: dict[str, tuple[Json, dict[int, str]]] = {
     "GET /api/v1/public/ping": (_object({"status": {"const": "ok"}}), {}),
-    "GET /network/ports/random": (_ENTRY, {404: "No available ports in pool (none matches)"}),
+    "GET /network/ports/random": (
+        _ENTRY,
+        {404: "No available ports in pool (none matches)", 503: _UNREAD},
+    ),
     "POST /network/ports": (
         _object({"message": _TEXT, **_KEY}, {"note": _NULLABLE_TEXT}),
         {409: "Port already exists in pool"},
     ),
-    "GET /network/ports": (_object({"ports": _list(_ENTRY)}, {"total": {"type": "integer"}}), {}),
+    "GET /network/ports": (
+        _object({"ports": _list(_ENTRY), "total": {"type": "integer"}}),
+        {503: _UNREAD},
+    ),
     "POST /network/ports/bulk": (
         _object(
             {
@@ -225,7 +238,7 @@ OPERATIONS: dict[str, tuple[Json, dict[int, str]]] = {
     ),
     "GET /network/ports/{ip}/{port}": (
         _ENTRY,
-        {404: _NOT_FOUND, 409: "The ip:port exists for tcp and udp: add ?protocol="},
+        {404: _NOT_FOUND, 409: "The ip:port exists for tcp and udp: add ?protocol=", 503: _UNREAD},
     ),
     "PUT /network/ports/{ip}/{port}/use": (
         _object(
@@ -321,11 +334,13 @@ def _document(name: str, guarded: bool, operation: Json, known: dict[tuple[str, 
         errors.update(_GUARD)
     else:
         operation["security"] = []
-    if method in ("POST", "PUT"):
-        errors[413] = _TOO_LARGE
+    errors.update(_EVERY_ROUTE)
+    errors[503] = _BUSY[0].upper() + _BUSY[1:]
     if guarded and method != "GET":
-        errors[503] = _UNSAVED
+        errors[503] = f"{_UNSAVED}; or {_BUSY}"
     errors.update(own)
+    if 503 in own:
+        errors[503] = f"{own[503]}; or {_BUSY}"
     if parameters:
         operation["parameters"] = parameters
     responses = operation.setdefault("responses", {})
