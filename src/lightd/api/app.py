@@ -54,7 +54,8 @@ def create_app(daemon: Daemon, fast_path: bool = True) -> FastAPI:
         version=__version__,
         description=(
             "Owns the host's pool of network ports. Every route except ping and the docs needs "
-            "`Authorization: Bearer lightd_<token>` and `Accept: Application/vnd.pkglatv1+json`."
+            "`Authorization: Bearer lightd_<token>` and `Accept: Application/vnd.pkglatv1+json`. "
+            'Every error is `{"error": "<one sentence>"}`, with the statuses each operation lists.'
         ),
         lifespan=lifespan,
     )

@@ -154,7 +154,7 @@ _EVERY_ROUTE = {
     413: BODY_ERROR + " (a declared length is refused before anything is read)",
     431: "Request head too large (over 16 KiB)",
 }
-_BUSY = "too many connections; try again later"
+_BUSY = "Too many connections; try again later"
 _UNREAD = "The pool could not be read: changes before this read were not confirmed in time"
 _UNSAVED = (
     "The change could not be made durable, or the firewall or container engine could not "
@@ -335,12 +335,10 @@ def _document(name: str, guarded: bool, operation: Json, known: dict[tuple[str, 
     else:
         operation["security"] = []
     errors.update(_EVERY_ROUTE)
-    errors[503] = _BUSY[0].upper() + _BUSY[1:]
-    if guarded and method != "GET":
-        errors[503] = f"{_UNSAVED}; or {_BUSY}"
     errors.update(own)
-    if 503 in own:
-        errors[503] = f"{own[503]}; or {_BUSY}"
+    # Any route can be one connection too many; a change, or a read of the pool, can also fail.
+    reason = own.get(503) or (_UNSAVED if guarded and method != "GET" else None)
+    errors[503] = _BUSY if reason is None else f"{reason}; or {_BUSY.lower()}"
     if parameters:
         operation["parameters"] = parameters
     responses = operation.setdefault("responses", {})
@@ -371,7 +369,8 @@ def _body(body: Json) -> None:
 
 
 def _accept_parameter() -> Json:
-    # OpenAPI tools may ignore a parameter named Accept; it is here so readers see the rule.
+    # OpenAPI says tools ignore a header parameter named Accept (Swagger UI does, and sends the
+    # response's media type instead); it is here so that readers, and schemathesis, see the rule.
     return {
         "name": "Accept",
         "in": "header",
