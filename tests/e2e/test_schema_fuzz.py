@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -30,6 +31,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from lightd.core.entry import parse_ip
+from lightd.errors import InvalidInput
 from tests.conftest import HEADERS, write_test_config
 from tests.e2e.daemon import ServedDaemon
 
@@ -57,10 +60,17 @@ FUZZ = settings(
     suppress_health_check=list(HealthCheck),
 )
 SEED = 10
-# Ports below ip_local_port_range and IPv6 too, so claims, random and rebinds have entries to take.
+# Where _steered() sends paths that name one entry: 20000-20031 exist for tcp and udp (without
+# ?protocol= that is a 409), 20032-20063 for tcp only.
+KNOWN_IP = "127.0.0.1"
+KNOWN_PORTS = range(20000, 20064)
+# The seed's own ports on the wildcard for tcp and udp (the document's examples name
+# 0.0.0.0:25565), KNOWN_IP's and IPv6 ones, so that claims, random and rebinds have entries to take.
 INITIAL_PORTS = [
+    {"ip": "0.0.0.0", "ports": "25565-25569", "protocol": "both"},
     {"ip": "0.0.0.0", "ports": "20000-20031", "protocol": "both"},
-    {"ip": "127.0.0.1", "ports": "20000-20007", "protocol": "tcp"},
+    {"ip": KNOWN_IP, "ports": "20000-20063", "protocol": "tcp"},
+    {"ip": KNOWN_IP, "ports": "20000-20031", "protocol": "udp"},
     {"ip": "::", "ports": "21000-21007", "protocol": "udp"},
 ]
 # A range the fuzzer writes may be up to 65535 ports wide; added for random ips, again and again,
@@ -107,7 +117,29 @@ def api_schema(fuzzed_daemon: ServedDaemon) -> Any:
             body = {**body, "ports": _narrow(body["ports"])}
         return body
 
+    @schema.hook("map_path_parameters")  # type: ignore[untyped-decorator]
+    def onto_known_entries(context: Any, path_parameters: dict[str, Any] | None) -> Any:
+        return path_parameters if path_parameters is None else _steered(path_parameters)
+
     return schema
+
+
+def _steered(path_parameters: dict[str, Any]) -> dict[str, Any]:
+    """Half the valid ``{ip}/{port}`` drawn moved onto KNOWN_IP's entries, the rest as drawn.
+
+    A random address and port almost never name an entry, so without this the success answers of
+    get, use and delete (and the 409 of an ip:port that exists for tcp and udp) would go
+    unchecked. Only a valid pair is moved, onto another valid pair: the case stays as valid or
+    invalid as it was generated. Which half is decided by the drawn port, so it shrinks as usual.
+    """
+    ip, port = path_parameters.get("ip"), path_parameters.get("port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535 or port % 2:
+        return path_parameters
+    try:
+        parse_ip(unquote(ip) if isinstance(ip, str) else ip)  # path parameters come URL-encoded
+    except InvalidInput:
+        return path_parameters
+    return {**path_parameters, "ip": KNOWN_IP, "port": KNOWN_PORTS[port // 2 % len(KNOWN_PORTS)]}
 
 
 def _whole_numbers(value: Any) -> Any:
