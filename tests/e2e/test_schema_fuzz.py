@@ -270,6 +270,13 @@ def test_bounded_integers_use_standard_minimum_and_maximum(document: dict[str, A
         assert not {"ge", "le", "gt", "lt"} & set(node), node
     body = document["components"]["schemas"]["AddPort"]["properties"]["port"]
     assert (body["type"], body["minimum"], body["maximum"]) == ("integer", 1, 65535)
+    assert all(
+        isinstance(node[bound], int)
+        for node in _walk(document)
+        if node.get("type") == "integer"
+        for bound in ("minimum", "maximum")
+        if bound in node
+    )
     [path_port] = [
         p for p in document["paths"]["/network/ports/{ip}/{port}"]["get"]["parameters"] if p["name"] == "port"
     ]

@@ -312,7 +312,22 @@ def build_openapi(app: FastAPI) -> Json:
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             _document(f"{method.upper()} {path}", path not in PUBLIC_PATHS, operation, known)
+    _whole_bounds(schemas)
     return schema
+
+
+def _whole_bounds(node: Any) -> None:
+    """Bounds of integers as integers: FastAPI's OpenAPI model types them as floats (1.0)."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for bound in ("minimum", "maximum"):
+                if isinstance(node.get(bound), float) and node[bound].is_integer():
+                    node[bound] = int(node[bound])
+        for child in node.values():
+            _whole_bounds(child)
+    elif isinstance(node, list):
+        for child in node:
+            _whole_bounds(child)
 
 
 def _document(name: str, guarded: bool, operation: Json, known: dict[tuple[str, str], Json]) -> None:
