@@ -11,6 +11,16 @@ group, and again in one per protocol and one for all, so an unfiltered ``random`
 draw. Those unions are separate sets only when they differ from a group: on a host with one ip
 per protocol (the common case) they *are* the group's set, so marking a port costs one update
 of it instead of three.
+
+For claims of many entries the pool also keeps a *free-port map* per ip (a byte per port number
+and protocol, tcp and udp side by side: 128 kB), and with it how many of the ip's numbers are
+available on tcp and on udp at once (*pairs*). A map is made the first time a claim needs it (a
+pair or a run on that ip: O(the ip's entries), once) and from then on kept in step with every
+change. So entries of a protocol and pairs are counted in O(1), a claim that cannot be met is
+told so before anything is drawn, and runs of consecutive free numbers are found at C speed
+(lightd.core.choose). Arrays rather than another hashed index, and only once needed, because
+every claim of one port pays for what a change updates: an entry's byte and its twin's share a
+cache line, and a pool nobody asks for pairs or runs updates no map at all.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
-from lightd.core.entry import Entry, Key, wildcard_of
+from lightd.core.entry import Entry, Key, family_of, wildcard_of
 from lightd.core.randomset import RandomSet
 from lightd.errors import AlreadyExists, Ambiguous, PortNotFound
 
@@ -27,6 +37,8 @@ __all__ = ["Pool", "Reject"]
 Slot = tuple[int, int, str]
 Group = tuple[str, str]
 Reject = Callable[[Entry], bool]
+PORTS = 65536  # a free-port map of one protocol: index = port number (0 is never free)
+UDP = {"tcp": 0, "udp": 1}  # where a protocol's byte sits in an ip's map, at 2 * port + UDP[...]
 
 
 class Pool:
@@ -39,6 +51,9 @@ class Pool:
         self._all_available: RandomSet[Key] = RandomSet()
         # Per group: the distinct sets its available keys are in (its own and the unions).
         self._targets: dict[Group, tuple[RandomSet[Key], ...]] = {}
+        # Per ip with a free-port map (made on first use): the map, and the ip's pair count (in a
+        # list, to update it in place: one lookup per change, since this runs on every claim).
+        self._maps: dict[str, tuple[bytearray, list[int]]] = {}
         self._sorted: list[Entry] | None = None
         self._load(entries)
 
@@ -97,8 +112,73 @@ class Pool:
     def is_available(self, entry: Entry) -> bool:
         return entry.key in self._available.get((entry.ip, entry.protocol), ())
 
-    def available_count(self) -> int:
-        return len(self._all_available)
+    def available_count(self, protocol: str | None = None, ip: str | None = None) -> int:
+        """How many entries are available (of ``protocol``, on ``ip``): O(1), O(groups) by ip."""
+        if ip is None:
+            return len(self._all_available if protocol is None else self._by_protocol[protocol])
+        return sum(len(members) for members in self._groups(ip, protocol))
+
+    def candidates(self, protocol: str, ip: str | None = None) -> RandomSet[Key]:
+        """The keys of the available entries of ``protocol`` (on ``ip``). Read it, never change
+        it: it is the pool's own index, and the next change of the pool changes it."""
+        if ip is None:
+            return self._by_protocol[protocol]
+        return self._available.get((ip, protocol)) or RandomSet()
+
+    def is_pair(self, ip: str, port: int) -> bool:
+        """Whether ``ip:port`` is available on tcp and on udp."""
+        free = (self._maps.get(ip) or self._map(ip))[0]
+        return free[2 * port] == free[2 * port + 1] == 1
+
+    def pair_count(self, ip: str | None = None) -> int:
+        """How many ip:port are available on tcp and on udp at once (on ``ip``; O(ips) without)."""
+        if ip is None:
+            both = {ip for ip, protocol in self._available if protocol == "udp"}
+            return sum(self._map(ip)[1][0] for ip, protocol in self._available
+                       if protocol == "tcp" and ip in both)
+        return (self._maps.get(ip) or self._map(ip))[1][0]
+
+    def free_map(self, ip: str, protocol: str) -> bytes:
+        """One byte per port number, 1 where ``(ip, port, protocol)`` is available.
+
+        Made on the first call for an ip, then kept in step by every change, so later calls
+        cost a 64 kB copy. The copy is the caller's.
+        """
+        maps = self._maps.get(ip) or self._map(ip)
+        return bytes(maps[0][UDP[protocol] :: 2])
+
+    def _map(self, ip: str) -> tuple[bytearray, list[int]]:
+        """The ip's map and pair count, made from the index now if it has none (O(entries))."""
+        if ip in self._maps:
+            return self._maps[ip]
+        free = bytearray(2 * PORTS)
+        groups = [(offset, self._available.get((ip, p))) for p, offset in UDP.items()]
+        for offset, group in groups:
+            for key in group or ():
+                free[2 * key[1] + offset] = 1
+        pairs = [(int.from_bytes(free[0::2]) & int.from_bytes(free[1::2])).bit_count()]
+        if any(group is not None for _, group in groups):
+            # Kept only for an ip of the pool: an unknown one (a claim's filter) gets an empty
+            # answer. Its groups are never dropped, so the map stays wanted.
+            self._maps[ip] = (free, pairs)
+        return free, pairs
+
+    def outranked(self, entry: Entry) -> bool:
+        """Whether ``entry`` is a wildcard while an entry of a specific ip of its slot is
+        available. A claim must not take both (the kernel binds one or the other), and the
+        specific one gives the same number without blocking the rest of the slot."""
+        if not entry.wildcard:
+            return False
+        members = self._slots.get(entry.slot, ())
+        return len(members) > 1 and any(m is not entry and self.is_available(m) for m in members)
+
+    def pair_outranked(self, ip: str, port: int) -> bool:
+        """:meth:`outranked` for the tcp+udp pair of wildcard ``ip`` on ``port``: whether a
+        specific ip of its family has that pair available."""
+        members = self._slots.get((family_of(ip), port, "tcp"), ())
+        return len(members) > 1 and any(
+            not m.wildcard and self.is_pair(m.ip, port) for m in members
+        )
 
     def blockers(self, entry: Entry) -> list[Entry]:
         """In-use entries of other ips that keep ``entry`` from being bound."""
@@ -117,47 +197,48 @@ class Pool:
     ) -> Entry | None:
         """A uniformly chosen available entry that ``reject`` does not refuse, or None.
 
-        Without ``reject`` this is O(groups). With it, a bounded number of random draws, then
-        a scan, so the answer stays exact when most entries are refused.
+        One draw in the common case. When ``reject`` refuses it, the draws go on without
+        replacement (the virtual shuffle of lightd.core.choose), so each entry is asked about
+        at most once and None means that ``reject`` refused every one.
         """
         if ip is None:
             candidates = self._all_available if protocol is None else self._by_protocol[protocol]
             if not candidates:
                 return None
-            entry = self._entries[candidates.choice(rng)]
+            key = candidates.choice(rng)
+            entry = self._entries[key]
             if reject is None or not reject(entry):
                 return entry  # the common case: one draw, accepted
-            groups = [candidates]
+            groups, total, first = [candidates], len(candidates), candidates.position(key)
         else:
             groups = self._groups(ip, protocol)
-        total = sum(len(members) for members in groups)
-        if total == 0:
-            return None
-        tries = 1 if reject is None else min(total, 32)
-        for _ in range(tries):
-            position = int(rng.random() * total)
-            for members in groups:
-                if position < len(members):
-                    entry = self._entries[members.at(position)]
-                    if reject is None or not reject(entry):
-                        return entry
-                    break
-                position -= len(members)
-        if reject is None:  # pragma: no cover - the single draw above always lands
-            return None
-        for members in groups:
-            for key in members:
-                entry = self._entries[key]
-                if not reject(entry):
-                    return entry
+            total = sum(len(members) for members in groups)
+            if total == 0:
+                return None
+            first = min(int(rng.random() * total), total - 1)
+            entry = self._entries[_at(groups, first)]
+            if reject is None or not reject(entry):
+                return entry
+        # The first draw was position 0 of a shuffle: go on with positions 1, 2, ...
+        swaps = {first: 0}
+        for drawn in range(1, total):
+            other = min(drawn + int(rng.random() * (total - drawn)), total - 1)
+            position = swaps.get(other, other)
+            swaps[other] = swaps.get(drawn, drawn)
+            entry = self._entries[_at(groups, position)]
+            if not reject(entry):
+                return entry
         return None
 
     def available_in(self, ip: str, protocol: str) -> list[Entry]:
         return [self._entries[key] for key in self._available.get((ip, protocol), ())]
 
-    def ips(self) -> list[str]:
-        """Every ip that has at least one available entry."""
-        return sorted({ip for (ip, _), members in self._available.items() if members})
+    def ips(self, protocol: str | None = None) -> list[str]:
+        """Every ip that has at least one available entry (of ``protocol``)."""
+        return sorted({
+            ip for (ip, group_protocol), members in self._available.items()
+            if members and (protocol is None or group_protocol == protocol)
+        })
 
     def _groups(self, ip: str | None, protocol: str | None) -> list[RandomSet[Key]]:
         return [
@@ -189,8 +270,7 @@ class Pool:
         members = self._slots[entry.slot]
         members.remove(entry)
         # Groups are never dropped: there are only as many as ips times protocols.
-        for available in self._targets[(entry.ip, entry.protocol)]:
-            available.discard(key)
+        self._mark(entry, False)
         if members:
             self._refresh(entry.slot)
         else:
@@ -230,12 +310,26 @@ class Pool:
 
     def _mark(self, entry: Entry, available: bool) -> None:
         key = entry.key
+        group = (entry.ip, entry.protocol)
+        targets = self._targets[group]
         if available:
-            for target in self._targets[(entry.ip, entry.protocol)]:
+            for target in targets:
                 target.add(key)
         else:
-            for target in self._targets[(entry.ip, entry.protocol)]:
+            for target in targets:
                 target.discard(key)
+        if self._maps:
+            maps = self._maps.get(entry.ip)
+            if maps is not None:
+                free = maps[0]
+                at = 2 * entry.port + (entry.protocol == "udp")
+                # A slot's refresh re-decides members that did not change: count changes only.
+                # The number is a pair while both of its entries are available: this change
+                # makes or breaks one exactly when the twin (same ip:port, other protocol) is.
+                if free[at] != available:
+                    free[at] = available
+                    if free[at ^ 1]:
+                        maps[1][0] += 1 if available else -1
 
     def _index_groups(self) -> None:
         """(Re)build the per-protocol and overall unions of the groups; when a new group appears."""
@@ -266,3 +360,12 @@ class Pool:
                 if all(target is not seen for seen in targets):
                     targets.append(target)
             self._targets[(ip, protocol)] = tuple(targets)
+
+
+def _at(groups: list[RandomSet[Key]], position: int) -> Key:
+    """The key at ``position`` of the groups laid end to end."""
+    for members in groups:
+        if position < len(members):
+            return members.at(position)
+        position -= len(members)
+    raise IndexError(position)

@@ -44,6 +44,10 @@ class RandomSet(Generic[T]):
     def at(self, position: int) -> T:
         return self._items[position]
 
+    def position(self, item: T) -> int:
+        """Where ``item`` is now (until the next change): ``at(position(item)) == item``."""
+        return self._index[item]
+
     def choice(self, rng: random.Random) -> T:
         # random() * n instead of randrange(n): a third of the cost, bias far below 2**-40.
         return self._items[int(rng.random() * len(self._items))]

@@ -16,7 +16,7 @@ from typing import Any
 
 from lightd.core import holders
 from lightd.core.changes import Change, DeletePort, put_port
-from lightd.core.choose import choose
+from lightd.core.choose import Picker, choose
 from lightd.core.entry import Entry, Key
 from lightd.core.pool import Pool
 from lightd.errors import (
@@ -29,6 +29,7 @@ from lightd.errors import (
     NotFound,
     StorageError,
 )
+from lightd.service.claims import Gate, SlicedClaim
 from lightd.service.committer import DEFAULT_TIMEOUT, Committer, ThreadWriter
 from lightd.service.host_check import HostCheck
 from lightd.service.ports import Firewall, Host, NoFirewall, Store, Writer
@@ -72,6 +73,8 @@ class PoolService:
         # Keys whose firewall rule is being opened or closed: not in the pool, not free either.
         self._in_flight: set[Key] = set()
         self.committer: Committer | None = None
+        # Held by a claim too big for one slice of the loop; the pool's other users wait for it.
+        self.gate = Gate()
         # Called after the pool is rebuilt from the store, for state kept beside it (containers).
         self.reload_hooks: list[Callable[[], None]] = []
 
@@ -105,6 +108,8 @@ class PoolService:
         await self.committer.submit(changes)
 
     async def _settled(self) -> None:
+        if self.gate.held:
+            await self.gate.wait()
         if self.committer is not None and self.committer.busy:
             await self.committer.barrier()
 
@@ -213,13 +218,34 @@ class PoolService:
         note: str | None = None,
         container: str | None = None,
     ) -> list[Entry]:
-        """Pick ``count`` available port numbers and mark them in use, all in one transaction."""
-        entries = self.choose(count, protocols, ip, contiguous)
-        for entry in entries:
-            self.pool.set_in_use(entry, True, container)
+        """Pick ``count`` available port numbers and mark them in use, all in one transaction.
+
+        What the pool's counts cannot meet is refused before anything is drawn. A claim whose
+        work outlasts a slice of the loop goes on in slices and holds the pool meanwhile
+        (service.claims): nobody sees or takes its entries half claimed, and if it fails it
+        gives back everything it took.
+        """
+        if self.gate.held:
+            await self.gate.wait()
+        holder = holders.OPERATOR if container is None else holders.container_holder(container)
+        if count == 1 and len(protocols) == 1:  # the common claim, in one go as ever
+            [entry] = self.choose(1, protocols, ip, contiguous)
+            holders.take(self.pool, entry, holder)
             if note is not None:
                 self.pool.set_note(entry, note)
-        await self.save([put_port(e) for e in entries])
+            await self.save([put_port(entry)])
+            return [entry]
+        picker = Picker(
+            self.pool, self.rng, count, protocols, ip, contiguous, self.host_check.reject()
+        )
+        if not picker.possible():
+            raise NoAvailablePorts()
+        sliced = SlicedClaim(lambda: self.pool, self.gate, picker, holder, note)
+        entries, changes = await sliced.take()
+        try:
+            await self.save(changes)
+        finally:
+            sliced.finish()
         return entries
 
     def choose(
@@ -238,6 +264,8 @@ class PoolService:
     ) -> tuple[Entry, bool]:
         """Mark an entry in use by the operator, or free the operator's; return it and whether
         this call changed it. Whoever holds an entry keeps it (core.holders decides)."""
+        if self.gate.held:
+            await self.gate.wait()
         entry = self.pool.resolve(ip, port, protocol)
         if in_use:
             changed = holders.mark_in_use(self.pool, entry)
@@ -250,6 +278,8 @@ class PoolService:
         return entry, True
 
     async def delete(self, ip: str, port: int, protocol: str | None) -> Entry:
+        if self.gate.held:
+            await self.gate.wait()
         entry = self.pool.resolve(ip, port, protocol)
         holders.check_removable(entry)
         await self._remove([entry])
@@ -257,6 +287,8 @@ class PoolService:
 
     async def bulk_delete(self, items: Iterable[tuple[str, int, str | None]]) -> BulkDeleteResult:
         """Delete many entries in one transaction; missing ones and held ones are reported."""
+        if self.gate.held:
+            await self.gate.wait()
         # Keyed, so a body repeating items costs no more than one listing each (in order).
         chosen: dict[Key, Entry] = {}
         held: dict[Key, Entry] = {}
