@@ -108,9 +108,7 @@ def netns_identity(netns_path: str) -> tuple[int, int]:
     try:
         found = os.stat(netns_path)
     except OSError as exc:
-        raise Unavailable(
-            f"cannot read the network namespace {netns_path}: {exc.strerror or exc}"
-        ) from None
+        raise Unavailable(f"cannot read the network namespace {netns_path}: {exc.strerror or exc}") from None
     return found.st_dev, found.st_ino
 
 
@@ -118,8 +116,9 @@ def _file_safe(chain: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"%{ord(m.group()):02x}", chain)
 
 
-def hold_chain(chain: str, netns_path: str = "/proc/self/ns/net",
-               directory: Path = CHAIN_LOCK_DIR) -> HeldLock:
+def hold_chain(
+    chain: str, netns_path: str = "/proc/self/ns/net", directory: Path = CHAIN_LOCK_DIR
+) -> HeldLock:
     """Lock ``chain`` in the network namespace at ``netns_path``, or raise naming its holder."""
     dev, inode = netns_identity(netns_path)
     path = directory / f"firewall-{dev}-{inode}-{_file_safe(chain)}.lock"

@@ -81,8 +81,12 @@ def connection_budget(wanted: int, open_files: int) -> int:
     """``api.max_connections``, lowered when the descriptor limit cannot carry it."""
     budget = max(1, min(wanted, open_files - RESERVED_FDS))
     if budget < wanted:
-        log.warning("api.max_connections lowered from %d to %d: the open files limit is %d",
-                    wanted, budget, open_files)
+        log.warning(
+            "api.max_connections lowered from %d to %d: the open files limit is %d",
+            wanted,
+            budget,
+            open_files,
+        )
     return budget
 
 
@@ -105,14 +109,12 @@ def bind_listener(host: str, port: int, backlog: int = 2048) -> list[socket.sock
     would make them; raise ``OSError`` with a one-line message when one cannot be had."""
     shown = _address(host, port)
     try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError, OverflowError) as exc:
         raise OSError(f"cannot listen on {shown}: {exc}") from None
     sockets: list[socket.socket] = []
     try:
-        for family, kind, proto, _, address in dict.fromkeys(
-                (i[0], i[1], i[2], i[3], i[4]) for i in infos):
+        for family, kind, proto, _, address in dict.fromkeys((i[0], i[1], i[2], i[3], i[4]) for i in infos):
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart over TIME_WAIT
@@ -166,8 +168,7 @@ class _Bounded:
         now = time.monotonic()
         if now - _Bounded._last_warning >= WARN_EVERY:
             _Bounded._last_warning = now
-            log.warning("refusing connections: api.max_connections (%d) are open",
-                        self.max_connections)
+            log.warning("refusing connections: api.max_connections (%d) are open", self.max_connections)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -226,8 +227,10 @@ class _Bounded:
         if self._deadline > now:
             self._arm(self._deadline)
             return
-        log.debug("closing a connection whose request %s did not arrive in time",
-                  "head" if self._phase == _HEAD else "body")
+        log.debug(
+            "closing a connection whose request %s did not arrive in time",
+            "head" if self._phase == _HEAD else "body",
+        )
         self.transport.abort()
 
 
@@ -290,15 +293,20 @@ def _h11_class() -> type[asyncio.Protocol]:
     return BoundedH11
 
 
-def protocol_class(header_timeout: float, body_timeout: float, max_connections: int,
-                   kind: str | None = None) -> type[asyncio.Protocol]:
+def protocol_class(
+    header_timeout: float, body_timeout: float, max_connections: int, kind: str | None = None
+) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol (h11's when httptools is missing, or ``kind="h11"``) with
     the bounds above; pass it as ``uvicorn.Config(http=...)``."""
     if kind is None:
         kind = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
     base = _httptools_class() if kind == "httptools" else _h11_class()
-    return type(base.__name__, (base,), {
-        "header_timeout": header_timeout,
-        "body_timeout": body_timeout,
-        "max_connections": max_connections,
-    })
+    return type(
+        base.__name__,
+        (base,),
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "max_connections": max_connections,
+        },
+    )
