@@ -59,7 +59,7 @@ class ContainerService:
     # -- life cycle --------------------------------------------------------------------------
 
     def load(self) -> None:
-        containers = (Container.from_json(json.loads(b)) for b in self.pools.store.load_containers())
+        containers = (Container.from_json(json.loads(b)) for b in self.pools.stored_containers())
         self.containers = {c.internal_id: c for c in containers}
 
     async def close(self) -> None:
@@ -205,11 +205,11 @@ class ContainerService:
 
     async def check_holders(self) -> list[str]:
         """Cross-check the entries' holders with the containers' bindings; repair and report."""
-        repairs = holders.cross_check(self.pools.pool, self.containers)
+        repairs = self.pools.cross_check(self.containers)
         changed = {r.key for r in repairs if r.holder is not None}
         for repair in repairs:
             log.warning("holder repaired at start-up: %s", repair.problem)
-        entries = (self.pools.pool.get(key) for key in sorted(changed))
+        entries = (self.pools.lookup(key) for key in sorted(changed))
         changes = [put_port(entry) for entry in entries if entry is not None]
         if changes:
             await self.pools.save(changes)
@@ -264,16 +264,12 @@ class ContainerService:
     # -- ports -------------------------------------------------------------------------------
 
     def _entries(self, bindings: Sequence[Binding]) -> list[Entry]:
-        found = (self.pools.pool.get(b.key) for b in bindings)
+        found = (self.pools.lookup(b.key) for b in bindings)
         return [e for e in found if e is not None]
 
     def _release(self, entries: Iterable[Entry], internal_id: str) -> list[Entry]:
         """Free the entries among ``entries`` that this container holds, and only those."""
-        holder = holders.container_holder(internal_id)
-        released = holders.held_by(entries, holder)
-        for entry in released:
-            holders.release(self.pools.pool, entry, holder)
-        return released
+        return self.pools.release(entries, holders.container_holder(internal_id))
 
     def _claim(
         self, requests: Sequence[PortRequest], internal_id: str
@@ -290,7 +286,7 @@ class ContainerService:
                 entry = self._resolve(request)
                 if any(b.key == entry.key for b in bindings):
                     raise InvalidInput(f"{entry.label()} is listed twice")
-                if holders.take(self.pools.pool, entry, holder):
+                if self.pools.take(entry, holder):
                     marked.append(entry)
                 container_port = request.container_port or entry.port
                 bindings.append(Binding(entry.ip, entry.port, entry.protocol, container_port))
@@ -307,7 +303,7 @@ class ContainerService:
             [chosen] = self.pools.choose(1, (request.protocol,), request.ip)  # NoAvailablePorts
             return chosen
         ip = request.ip or "0.0.0.0"
-        entry = self.pools.pool.get((ip, request.port, request.protocol))
+        entry = self.pools.lookup((ip, request.port, request.protocol))
         if entry is None:
             label = Entry(ip, request.port, request.protocol).label()
             raise Conflict(f"{label} is not in the pool; add it first", port=label)

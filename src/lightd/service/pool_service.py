@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightd.core import holders
 from lightd.core.changes import Change, DeletePort, put_port
 from lightd.core.choose import Picker, choose
+from lightd.core.containers import Container
 from lightd.core.entry import Entry, Key
 from lightd.core.pool import Pool
 from lightd.errors import (
@@ -340,6 +341,32 @@ class PoolService:
             raise
         finally:
             self._in_flight.difference_update(keys)
+
+    # -- holders other than the operator (containers) ------------------------------------------
+    # Other services change entries only through these, so the rule stays in core.holders and
+    # the pool stays this service's own.
+
+    def lookup(self, key: Key) -> Entry | None:
+        return self.pool.get(key)
+
+    def take(self, entry: Entry, holder: holders.Holder) -> bool:
+        """Give ``entry`` to ``holder`` in memory (the caller saves); see core.holders.take."""
+        return holders.take(self.pool, entry, holder)
+
+    def release(self, entries: Iterable[Entry], holder: holders.Holder) -> list[Entry]:
+        """Free, in memory, the entries among ``entries`` that ``holder`` holds, only those."""
+        released = holders.held_by(entries, holder)
+        for entry in released:
+            holders.release(self.pool, entry, holder)
+        return released
+
+    def cross_check(self, containers: Mapping[str, Container]) -> list[holders.Repair]:
+        """Repair, in memory, every disagreement of holders and bindings (core.holders)."""
+        return holders.cross_check(self.pool, containers)
+
+    def stored_containers(self) -> list[str]:
+        """The containers kept beside the pool in the store, as saved JSON text."""
+        return self.store.load_containers()
 
     @staticmethod
     async def _undo_firewall(
