@@ -30,7 +30,7 @@ __all__ = ["SLICE_SECONDS", "Gate", "SlicedClaim"]
 # Work done between two yields to the loop; well under the ~20 ms a request may be held up.
 SLICE_SECONDS = 0.005
 # Draws per step of the picker; the clock is read once per step.
-STEP_DRAWS = 256
+STEP_DRAWS = 64
 
 
 class Gate:
