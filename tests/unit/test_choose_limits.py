@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections import Counter
 
 import pytest
@@ -22,7 +23,7 @@ from lightd.core import holders
 from lightd.core.choose import Picker, Restart, choose
 from lightd.core.entry import Entry
 from lightd.core.pool import Pool
-from lightd.errors import NoAvailablePorts
+from lightd.errors import NoAvailablePorts, StorageError
 from lightd.service.pool_service import PoolService
 from tests.fakes import MemoryStore
 
@@ -463,3 +464,22 @@ async def test_a_big_pair_claim_and_a_big_run_are_taken_whole(make_service, slic
         await service.claim(2_001, ("tcp", "udp"))  # 2,000 pairs are left
     assert all(store.rows[e.key][0] for e in pairs + run)
     assert sum(in_use for in_use, _, _ in store.rows.values()) == 7_000
+
+
+async def test_a_big_claim_under_way_when_a_commit_fails_claims_nothing(make_service, sliced):
+    service, store = await make_service([Entry("0.0.0.0", port, "tcp") for port in range(1, 20_001)])
+    store.gate = threading.Event()  # the next transaction hangs until released, then fails
+    store.fail_next = 1
+    small = asyncio.create_task(service.claim(1))
+    await asyncio.sleep(0)
+    big = asyncio.create_task(service.claim(15_000))
+    while not service.gate.held:  # the big claim is half done, between two slices
+        await asyncio.sleep(0)
+    store.gate.set()
+    results = await asyncio.gather(small, big, return_exceptions=True)
+    assert all(isinstance(result, StorageError) for result in results), results
+    # Memory was rebuilt from the store, where nothing was claimed; the pool is open again.
+    assert not service.gate.held
+    assert all(not in_use for in_use, _, _ in store.rows.values())
+    assert {e.key: (e.in_use, e.container, e.note) for e in service.pool.entries()} == store.rows
+    assert len(await service.claim(10_000)) == 10_000
