@@ -245,6 +245,7 @@ def test_counts_and_free_maps_follow_every_change(specs, ops, map_first):
         elif op == "free" and entry is not None and entry.in_use:
             holders.release(pool, entry, holders.OPERATOR)
     available = [e for e in pool.entries() if pool.is_available(e)]
+    assert pool.shares_slots == (len({e.slot for e in pool.entries()}) < len(pool))
     for ip in (None, *IPS):
         for protocol in ("tcp", "udp"):
             expected = [e for e in available if e.protocol == protocol and ip in (None, e.ip)]

@@ -61,9 +61,7 @@ def choose(
         entry = pool.random(rng, ip=ip, protocol=protocols[0], reject=reject)
         return None if entry is None else [[entry]]
     picker = Picker(pool, rng, count, protocols, ip, contiguous, reject)
-    if not picker.possible():
-        return None
-    chosen: list[Item] = []
+    chosen: list[Item] = []  # each step checks the pool's counts before it draws
     while picker.wanted:
         items = picker.step(UNBOUNDED)  # one step unless a run had to be looked for again
         if items is None:
@@ -145,7 +143,7 @@ class Picker:
         # wildcard is left out while the specific one is free (it gives the same number, and
         # taking it never costs the claim another), so nothing drawn conflicts and None stays
         # exact. (A specific entry ``reject`` refuses, the host check refuses its wildcard too.)
-        spread = self.ip is None
+        spread = self.ip is None and pool.shares_slots
         swaps: dict[int, int] = {}
         items: list[Item] = []
         drawn = 0

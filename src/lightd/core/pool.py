@@ -45,6 +45,7 @@ class Pool:
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
         self._entries: dict[Key, Entry] = {}
         self._slots: dict[Slot, list[Entry]] = {}
+        self._shared = 0  # slots with more than one entry (entries that compete for a binding)
         self._available: dict[Group, RandomSet[Key]] = {}
         # The same keys again, for draws filtered by protocol only, and for unfiltered ones.
         self._by_protocol: dict[str, RandomSet[Key]] = {"tcp": RandomSet(), "udp": RandomSet()}
@@ -54,6 +55,7 @@ class Pool:
         # Per ip with a free-port map: the map, and the ip's pair count (in a list, to update it
         # in place: one lookup per change, since this runs on every claim).
         self._maps: dict[str, tuple[bytearray, list[int]]] = {}
+        self._pair_counts: list[list[int]] = []  # those of the ips with both protocols
         self._sorted: list[Entry] | None = None
         self._load(entries)
 
@@ -66,6 +68,7 @@ class Pool:
             self._slots.setdefault(entry.slot, []).append(entry)
             self._available.setdefault((entry.ip, entry.protocol), RandomSet())
         self._index_groups()
+        self._shared = sum(len(members) > 1 for members in self._slots.values())
         for slot, members in self._slots.items():
             if len(members) == 1:
                 if not members[0].in_use:
@@ -133,9 +136,7 @@ class Pool:
     def pair_count(self, ip: str | None = None) -> int:
         """How many ip:port are available on tcp and on udp at once (on ``ip``; O(ips) without)."""
         if ip is None:
-            both = {ip for ip, protocol in self._available if protocol == "udp"}
-            return sum(self._map(ip)[1][0] for ip, protocol in self._available
-                       if protocol == "tcp" and ip in both)
+            return sum(pairs[0] for pairs in self._pair_counts)
         return (self._maps.get(ip) or self._map(ip))[1][0]
 
     def free_map(self, ip: str, protocol: str) -> bytes:
@@ -163,6 +164,13 @@ class Pool:
             # answer. Its groups are never dropped, so the map stays wanted.
             self._maps[ip] = (free, pairs)
         return free, pairs
+
+    @property
+    def shares_slots(self) -> bool:
+        """Whether entries of different ips compete for one kernel binding anywhere (a wildcard
+        and a specific ip of one port and protocol), so that a choice over every ip must mind
+        :meth:`outranked`."""
+        return self._shared > 0
 
     def outranked(self, entry: Entry) -> bool:
         """Whether ``entry`` is a wildcard while an entry of a specific ip of its slot is
@@ -257,7 +265,9 @@ class Pool:
         if key in self._entries:
             raise AlreadyExists()
         self._entries[key] = entry
-        self._slots.setdefault(entry.slot, []).append(entry)
+        members = self._slots.setdefault(entry.slot, [])
+        members.append(entry)
+        self._shared += len(members) == 2
         if (entry.ip, entry.protocol) not in self._available:
             self._available[(entry.ip, entry.protocol)] = RandomSet()
             self._index_groups()
@@ -270,6 +280,7 @@ class Pool:
             raise PortNotFound()
         members = self._slots[entry.slot]
         members.remove(entry)
+        self._shared -= len(members) == 1
         # Groups are never dropped: there are only as many as ips times protocols.
         self._mark(entry, False)
         if members:
@@ -362,10 +373,12 @@ class Pool:
                     targets.append(target)
             self._targets[(ip, protocol)] = tuple(targets)
         # An ip with both protocols gets its map now (at start-up, or when a group is added), so
-        # that no claim of pairs stalls the loop making one.
-        for ip, protocol in self._available:
-            if protocol == "udp" and (ip, "tcp") in self._available:
-                self._map(ip)
+        # that no claim of pairs stalls the loop making one; only such ips have pairs to count.
+        self._pair_counts = [
+            self._map(ip)[1]
+            for ip, protocol in self._available
+            if protocol == "udp" and (ip, "tcp") in self._available
+        ]
 
 
 def _at(groups: list[RandomSet[Key]], position: int) -> Key:

@@ -229,13 +229,14 @@ class PoolService:
         if self.gate.held:
             await self.gate.wait()
         holder = holders.OPERATOR if container is None else holders.container_holder(container)
-        if count == 1 and len(protocols) == 1:  # the common claim, in one go as ever
-            [entry] = self.choose(1, protocols, ip, contiguous)
-            holders.take(self.pool, entry, holder)
-            if note is not None:
-                self.pool.set_note(entry, note)
-            await self.save([put_port(entry)])
-            return [entry]
+        if count == 1:  # the common claims (one port, or one number on both), in one go as ever
+            entries = self.choose(1, protocols, ip, contiguous)
+            for entry in entries:
+                holders.take(self.pool, entry, holder)
+                if note is not None:
+                    self.pool.set_note(entry, note)
+            await self.save([put_port(entry) for entry in entries])
+            return entries
         picker = Picker(
             self.pool, self.rng, count, protocols, ip, contiguous, self.host_check.reject()
         )
