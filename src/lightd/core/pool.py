@@ -239,9 +239,6 @@ class Pool:
                 return entry
         return None
 
-    def available_in(self, ip: str, protocol: str) -> list[Entry]:
-        return [self._entries[key] for key in self._available.get((ip, protocol), ())]
-
     def ips(self, protocol: str | None = None) -> list[str]:
         """Every ip that has at least one available entry (of ``protocol``)."""
         return sorted({
