@@ -484,3 +484,28 @@ async def test_a_big_claim_under_way_when_a_commit_fails_claims_nothing(make_ser
     assert all(not in_use for in_use, _, _ in store.rows.values())
     assert {e.key: (e.in_use, e.container, e.note) for e in service.pool.entries()} == store.rows
     assert len(await service.claim(10_000)) == 10_000
+
+
+async def test_a_container_waits_for_a_big_claim_and_never_sees_it_half_done(make_service, sliced):
+    """Creating a container on a named port while a big claim is being sliced: the claim fails in
+    the end and gives everything back, so the port is free when the container may look."""
+    from lightd.service.containers import ContainerService, PortRequest
+    from tests.fakes import FakeEngine
+
+    bound = {(port, "tcp") for port in range(1, 12_001, 2)}
+    entries = [Entry("0.0.0.0", port, "tcp") for port in range(1, 12_001)]
+    service, store = await make_service(entries, host=BoundHost(bound))
+    containers = ContainerService(service, FakeEngine())
+    try:
+        claim = asyncio.create_task(service.claim(8_000))
+        while not service.gate.held:  # until the claim has taken some and yielded
+            await asyncio.sleep(0)
+        taken = [e.port for e in service.pool.entries() if e.in_use]
+        assert taken, "the claim had taken nothing yet"
+        created = await containers.create("mc-1", "busybox", [PortRequest("tcp", "0.0.0.0", taken[0])])
+        with pytest.raises(NoAvailablePorts):
+            claim.result()
+        assert [b.host_port for b in created.bindings] == [taken[0]]
+        assert store.rows[("0.0.0.0", taken[0], "tcp")] == (True, "mc-1", None)
+    finally:
+        await containers.close()

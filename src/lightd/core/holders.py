@@ -90,6 +90,9 @@ def take(pool: Pool, entry: Entry, holder: Holder) -> bool:
     Refused (Conflict) when another holder has it, or when a conflicting entry of the same port
     is in use (the kernel would not bind both).
     """
+    if pool.is_available(entry):  # free and unblocked: the claims' common case, one lookup
+        _store(pool, entry, holder)
+        return True
     current = holder_of(entry)
     if current == holder:
         return False

@@ -101,6 +101,7 @@ class ContainerService:
         command: list[str] | str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Container:
+        await self.pools.unclaimed()  # then no yield until the ports are marked
         if internal_id in self.containers:
             raise AlreadyExists(f"Container {internal_id} already exists")
         bindings, marked = self._claim(requests, internal_id)
@@ -133,6 +134,7 @@ class ContainerService:
             container = self.get(internal_id)
             if container.state not in ("running", "missing"):
                 raise Conflict(f"Container {internal_id} is {container.state}; try again later")
+            await self.pools.unclaimed()
             bindings, marked = self._claim(requests, internal_id)
             previous_state = container.state
             container.state, container.pending = "rebinding", bindings

@@ -108,9 +108,17 @@ class PoolService:
         assert self.committer is not None, "PoolService.start() was not called"
         await self.committer.submit(changes)
 
-    async def _settled(self) -> None:
+    async def unclaimed(self) -> None:
+        """Wait until no claim taken in slices holds the pool (see service.claims).
+
+        Everything that reads or changes entries calls this first, then decides without
+        yielding; other services too (a container taking its ports).
+        """
         if self.gate.held:
             await self.gate.wait()
+
+    async def _settled(self) -> None:
+        await self.unclaimed()
         if self.committer is not None and self.committer.busy:
             await self.committer.barrier()
 
@@ -226,8 +234,7 @@ class PoolService:
         (service.claims): nobody sees or takes its entries half claimed, and if it fails it
         gives back everything it took.
         """
-        if self.gate.held:
-            await self.gate.wait()
+        await self.unclaimed()
         holder = holders.OPERATOR if container is None else holders.container_holder(container)
         if count == 1:  # the common claims (one port, or one number on both), in one go as ever
             entries = self.choose(1, protocols, ip, contiguous)
@@ -266,8 +273,7 @@ class PoolService:
     ) -> tuple[Entry, bool]:
         """Mark an entry in use by the operator, or free the operator's; return it and whether
         this call changed it. Whoever holds an entry keeps it (core.holders decides)."""
-        if self.gate.held:
-            await self.gate.wait()
+        await self.unclaimed()
         entry = self.pool.resolve(ip, port, protocol)
         if in_use:
             changed = holders.mark_in_use(self.pool, entry)
@@ -280,8 +286,7 @@ class PoolService:
         return entry, True
 
     async def delete(self, ip: str, port: int, protocol: str | None) -> Entry:
-        if self.gate.held:
-            await self.gate.wait()
+        await self.unclaimed()
         entry = self.pool.resolve(ip, port, protocol)
         holders.check_removable(entry)
         await self._remove([entry])
@@ -289,8 +294,7 @@ class PoolService:
 
     async def bulk_delete(self, items: Iterable[tuple[str, int, str | None]]) -> BulkDeleteResult:
         """Delete many entries in one transaction; missing ones and held ones are reported."""
-        if self.gate.held:
-            await self.gate.wait()
+        await self.unclaimed()
         # Keyed, so a body repeating items costs no more than one listing each (in order).
         chosen: dict[Key, Entry] = {}
         held: dict[Key, Entry] = {}
