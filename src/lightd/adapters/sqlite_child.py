@@ -2,9 +2,14 @@
 
 Kept apart, and free of asyncio, so the child starts in a few tens of milliseconds. The wire
 format is defined here and used by both sides: frames of a 4-byte big-endian length and a
-``marshal`` body; to the child, a list of ``(kind, *fields)`` changes forming one transaction;
-to the parent, ``None`` once it is durable or the error text when nothing of it was applied. The
-child's first frame says whether it could open the database.
+``marshal`` body; to the child, a list of ``(kind, *fields)`` changes; to the parent, ``None``
+once a transaction is durable or the error text when nothing of it was applied. The child's
+first frame says whether it could open the database.
+
+A transaction is one frame, or for a big one several (the parent encodes a part at a time, so its
+event loop is never held for long): the top bit of the length (``MORE``) says that more changes
+of the same transaction follow. The child keeps the parts and applies nothing until the last one
+has arrived; a socket that ends in between (the parent died) leaves the transaction unapplied.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from lightd.adapters.sqlite_store import SqliteStore
 from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
 from lightd.errors import StorageError
 
-__all__ = ["LENGTH", "READ_SIZE", "encode", "frame", "serve"]
+__all__ = ["LENGTH", "MORE", "READ_SIZE", "encode", "frame", "serve"]
 
 KINDS: tuple[type[Change], ...] = (PutPort, DeletePort, PutContainer, DeleteContainer)
 _CODES = {kind: code for code, kind in enumerate(KINDS)}
 LENGTH = struct.Struct(">I")
 READ_SIZE = 1 << 16
+# Set in a frame's length: the frame is a part of a transaction, and more parts follow.
+MORE = 1 << 31
 
 
 def frame(value: Any) -> bytes:
@@ -35,8 +42,10 @@ def frame(value: Any) -> bytes:
     return LENGTH.pack(len(body)) + body
 
 
-def encode(changes: Sequence[Change]) -> bytes:
-    return frame([(_CODES[type(change)], *change) for change in changes])
+def encode(changes: Sequence[Change], more: bool = False) -> bytes:
+    """A frame of ``changes``: a whole transaction, or with ``more`` a part that others follow."""
+    body = marshal.dumps([(_CODES[type(change)], *change) for change in changes])
+    return LENGTH.pack((len(body) | MORE) if more else len(body)) + body
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
@@ -56,17 +65,30 @@ def serve(fd: int, path: Path) -> int:
         sock.sendall(frame(exc.message))
         return 1
     sock.sendall(frame(None))
+    parts: list[bytes] = []  # the frames of the transaction being received, before its last
     with open(fd, "rb", buffering=READ_SIZE, closefd=False) as stream:
         while True:
             head = _read_exactly(stream, LENGTH.size)
             if head is None:
                 break
-            body = _read_exactly(stream, LENGTH.unpack(head)[0])
+            (size,) = LENGTH.unpack(head)
+            body = _read_exactly(stream, size & ~MORE)
             if body is None:
-                break
+                break  # the parent is gone: a transaction received in part is never applied
+            if size & MORE:
+                parts.append(body)
+                continue
+            received: Sequence[bytes] = (body,)
+            if parts:
+                parts.append(body)
+                received, parts = parts, []
             answer: str | None = None
             try:
-                store.apply([KINDS[code](*fields) for code, *fields in marshal.loads(body)])
+                store.apply([
+                    KINDS[code](*fields)
+                    for part in received
+                    for code, *fields in marshal.loads(part)
+                ])
             except StorageError as exc:
                 answer = exc.message
             except Exception as exc:  # noqa: BLE001 - the parent must hear of every failure

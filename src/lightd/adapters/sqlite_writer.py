@@ -9,6 +9,13 @@ bytes and reads the answers, both without blocking.
 The two talk over a socketpair; the wire format and the child's loop are in
 :mod:`lightd.adapters.sqlite_child`, which imports no asyncio so the child starts quickly.
 
+A transaction of up to ``PART`` changes (nearly all of them) is encoded and sent at once, as one
+frame. A bigger one (a claim or a bulk add of tens of thousands of entries) would hold the event
+loop for a tenth of a second while it is encoded, so it goes as several frames of ``PART``
+changes, one encoded per turn of the loop; the child applies it, in one SQLite transaction, only
+once its last frame is in. Transactions are sent in the order they were written: one written
+while a big one is still being encoded waits behind it.
+
 The child ignores SIGINT and SIGTERM (a Ctrl-C or an init system signals the whole group): it
 leaves when its socket closes, after the transaction it is writing, so a daemon that stops or dies
 never leaves one half done, and never leaves the child behind.
@@ -33,6 +40,8 @@ from lightd.errors import StorageError
 __all__ = ["SqliteWriter"]
 
 _EXIT_WAIT = 10.0
+# Changes per frame of a big transaction: encoding one takes the loop about 1-3 ms.
+PART = 1024
 
 
 class SqliteWriter:
@@ -40,7 +49,8 @@ class SqliteWriter:
 
     ``write`` returns a future that resolves once the transaction is durable, or fails with
     StorageError when nothing of it was applied (an SQLite error, or the child gone). A child that
-    died is started again by the next ``write``.
+    died is started again by the next ``write``. A big transaction is sent in parts over several
+    turns of the loop (see the module docstring); it is still one transaction, all or nothing.
     """
 
     def __init__(self, path: Path, python: str = sys.executable) -> None:
@@ -50,6 +60,9 @@ class SqliteWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._outgoing = bytearray()
+        # Transactions written but not encoded yet, with how many of their changes are.
+        self._queued: collections.deque[tuple[list[Change], int]] = collections.deque()
+        self._encoder: asyncio.Handle | None = None  # the next turn's _encode_part
         self._incoming = bytearray()
         self._pending: collections.deque[asyncio.Future[None]] = collections.deque()
         self._waiting_to_send = False
@@ -77,8 +90,14 @@ class SqliteWriter:
                 return future
             ready.add_done_callback(lambda done: done.exception())  # failures reach `future`
         self._pending.append(future)
-        self._outgoing += encode(changes)
-        self._send()
+        if len(changes) <= PART and not self._queued:
+            self._outgoing += encode(changes)
+            self._send()
+        else:
+            # A copy: the caller's list may change while the parts are encoded, turn by turn.
+            self._queued.append((list(changes), 0))
+            if self._encoder is None:
+                self._encoder = self._loop.call_soon(self._encode_part)
         return future
 
     def abandon(self) -> None:
@@ -130,6 +149,22 @@ class SqliteWriter:
         ready: asyncio.Future[None] = self._loop.create_future()
         self._pending.appendleft(ready)  # the child's first answer: the database is open
         return ready
+
+    def _encode_part(self) -> None:
+        """Encode and send the next frame of the oldest queued transaction; the next one in
+        the loop's next turn, so other callbacks (requests) run in between."""
+        self._encoder = None
+        changes, start = self._queued[0]
+        end = start + PART
+        more = end < len(changes)
+        self._outgoing += encode(changes[start:end], more)
+        if more:
+            self._queued[0] = (changes, end)
+        else:
+            self._queued.popleft()
+        self._send()  # if the child is lost now, the queue is cleared: nothing more to do
+        if self._queued and self._loop is not None:
+            self._encoder = self._loop.call_soon(self._encode_part)
 
     def _send(self) -> None:
         sock = self._sock
@@ -202,6 +237,11 @@ class SqliteWriter:
                 ))
 
     def _disconnect(self) -> None:
+        # What was queued for this child goes with it (its futures are failed, or answered).
+        self._queued.clear()
+        if self._encoder is not None:
+            self._encoder.cancel()
+            self._encoder = None
         sock, self._sock = self._sock, None
         if sock is None or self._loop is None:
             return
