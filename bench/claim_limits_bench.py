@@ -4,7 +4,9 @@ A real `lightd serve` on 0.0.0.0:1-65535 tcp+udp (131,070 entries; a few of them
 numbers, so the longest free run is known) with `pool.host_check` off, so the host's own sockets
 do not matter. For each claim it prints the answer, the time to it, and the latency (median and
 max) of the pings a second client had on the wire meanwhile, sent one after another on a
-keep-alive connection (a ping still waiting when a claim timed out counts, as failed).
+keep-alive connection (a ping still waiting when a claim timed out counts, as failed). That
+client is a process of its own: a thread of this one would wait for this process's GIL while it
+reads a big claim's answer, and count that wait as the daemon's.
 
 - claims that cannot be met (the pool's counts, or no run long enough), each sent --repeat times
   in a row: one daemon answers them all, since they change nothing;
@@ -18,15 +20,16 @@ case. Run: .venv/bin/python bench/claim_limits_bench.py [--timeout 10] [--repeat
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -82,34 +85,44 @@ class Pings:
         self.failed = sum(not ok for _, _, ok in overlapping)
 
 
+def ping_until_stopped(url: str, timeout: float, ready: Any, stop: Any, out: Any) -> None:
+    """The pinging process: ping back to back until ``stop``; send the samples to ``out``.
+    (perf_counter is CLOCK_MONOTONIC, one clock for every process of the machine.)"""
+    samples: list[tuple[float, float, bool]] = []
+    with httpx.Client(timeout=timeout) as client:
+        while not stop.is_set():
+            started, answered = time.perf_counter(), False
+            try:
+                client.get(url + PING).raise_for_status()
+                answered = True
+            except httpx.HTTPError:
+                pass
+            finally:
+                samples.append((started, time.perf_counter(), answered))
+                ready.set()
+    out.send(samples)
+
+
 @contextmanager
 def pinging(url: str, timeout: float) -> Iterator[Pings]:
-    """Ping ``url`` back to back from a thread of its own (connected, and answered once, before
-    the block starts) while the block runs."""
+    """Ping ``url`` back to back from a process of its own (connected, and answered once,
+    before the block starts) while the block runs."""
     pings = Pings()
-    stop, ready = threading.Event(), threading.Event()
-
-    def run() -> None:
-        with httpx.Client(timeout=timeout) as client:
-            while not stop.is_set():
-                started, answered = time.perf_counter(), False
-                try:
-                    client.get(url + PING).raise_for_status()
-                    answered = True
-                except httpx.HTTPError:
-                    pass
-                finally:
-                    pings.samples.append((started, time.perf_counter(), answered))
-                    ready.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(timeout)
+    context = multiprocessing.get_context("spawn")
+    stop, ready = context.Event(), context.Event()
+    receiving, sending = context.Pipe(duplex=False)
+    process = context.Process(
+        target=ping_until_stopped, args=(url, timeout, ready, stop, sending), daemon=True
+    )
+    process.start()
+    ready.wait(timeout + 30)  # a spawned interpreter takes a moment to start
     try:
         yield pings
     finally:
         stop.set()
-        thread.join(timeout + 1)
+        if receiving.poll(timeout + 30):
+            pings.samples = receiving.recv()
+        process.join(timeout + 1)
 
 
 @dataclass
@@ -180,7 +193,8 @@ def idle_pings(daemon: ServedDaemon, timeout: float) -> Pings:
     with pinging(daemon.url, timeout) as pings:
         start = time.perf_counter()
         time.sleep(1.0)
-        pings.keep(start, time.perf_counter())
+        end = time.perf_counter()
+    pings.keep(start, end)  # the samples arrive once the pinging process stopped
     return pings
 
 
