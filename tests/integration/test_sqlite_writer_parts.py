@@ -231,3 +231,12 @@ async def test_a_writer_killed_between_frames_fails_the_transaction_and_is_repla
     await writer.write([put(port) for port in range(200, 200 + PART + 1)])  # a new child
     assert writer.process.pid != first.pid
     assert ports_in(writer.path) == {1: None} | {port: None for port in range(200, 201 + PART)}
+
+
+async def test_a_writer_closed_while_it_sends_a_big_transaction_sends_it_whole_first(database):
+    writer = SqliteWriter(database)
+    await writer.start()
+    pending = writer.write([put(port) for port in range(1, 3 * PART + 1)])
+    await writer.close()  # as at shutdown, right after a big claim was written
+    assert pending.done() and pending.exception() is None
+    assert len(ports_in(database)) == 3 * PART
