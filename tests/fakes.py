@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
+from lightd.core.containers import Binding
 from lightd.core.entry import Entry, Key
 from lightd.errors import StorageError, Unavailable
+
+if TYPE_CHECKING:
+    from lightd.service.ports import Engine, Firewall, Store
 
 
 class MemoryStore:
@@ -50,7 +55,7 @@ class MemoryStore:
                 staged[(change.ip, change.port, change.protocol)] = (
                     change.in_use, change.container, change.note)
             elif isinstance(change, DeletePort):
-                staged.pop(tuple(change), None)
+                staged.pop((change.ip, change.port, change.protocol), None)
         self.rows = staged
         self.containers = containers
         self.transactions.append(list(changes))
@@ -60,49 +65,107 @@ class MemoryStore:
 
 
 class FakeFirewall:
-    """A Firewall keeping the set of open entries; can be told to fail."""
+    """A Firewall keeping the set of open entries; can be told to fail.
+
+    ``fail`` fails every open and close; :meth:`fail_next` fails only the next call(s) of one
+    method, and ``failed`` lists the calls that failed that way (a test knows what it caused).
+    """
+
+    METHODS = ("open", "close", "reconcile")
 
     def __init__(self) -> None:
         self.open_keys: set[Key] = set()
         self.fail = False
+        self.failing: dict[str, int] = {}
+        self.failed: list[str] = []
         self.gate: asyncio.Event | None = None  # when set, open() waits for it, like iptables
+
+    def fail_next(self, method: str, times: int = 1) -> None:
+        if method not in self.METHODS:
+            raise ValueError(f"FakeFirewall has no method {method!r} to fail")
+        self.failing[method] = self.failing.get(method, 0) + times
+
+    def _maybe_fail(self, method: str) -> None:
+        if self.failing.get(method):
+            self.failing[method] -= 1
+            self.failed.append(method)
+            raise Unavailable(f"iptables-restore failed: test failure of {method}")
+        if self.fail and method != "reconcile":
+            raise Unavailable("iptables-restore failed: test failure")
 
     async def open(self, entries: Sequence[Entry]) -> None:
         if self.gate is not None:
             await self.gate.wait()
-        if self.fail:
-            raise Unavailable("iptables-restore failed: test failure")
+        self._maybe_fail("open")
         self.open_keys.update(e.key for e in entries)
 
     async def close(self, entries: Sequence[Entry]) -> None:
-        if self.fail:
-            raise Unavailable("iptables-restore failed: test failure")
+        self._maybe_fail("close")
         self.open_keys.difference_update(e.key for e in entries)
 
-    async def reconcile(self, entries: Sequence[Entry]) -> dict[str, object]:
+    async def reconcile(self, entries: Sequence[Entry]) -> dict[str, Any]:
+        self._maybe_fail("reconcile")
         self.open_keys = {e.key for e in entries}
         return {"added": 0, "removed": 0}
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         return {"enabled": True, "backend": "fake"}
 
 
 class FakeEngine:
-    """An Engine that keeps containers in a dict; can be told to fail its next create."""
+    """An Engine that keeps containers in a dict; can be told to fail.
+
+    ``fail_create`` fails the next create with the given error; :meth:`fail_next` fails a
+    later call of any method (before it changes anything, as an engine that refuses does), and
+    ``failed`` lists the calls that failed that way.
+    """
 
     kind = "fake"
+    METHODS = ("create", "start", "stop", "remove", "rename", "inspect", "list_managed")
 
     def __init__(self) -> None:
-        self.containers: dict[str, dict[str, object]] = {}
+        self.containers: dict[str, dict[str, Any]] = {}
         self.fail_create: Exception | None = None
+        self.failing: dict[str, list[tuple[int, Exception]]] = {}
+        self.failed: list[str] = []
         self.counter = 0
         self.calls: list[str] = []
 
-    def create(self, name, image, command=None, env=None, bindings=(), start=True, *, internal_id=None):
+    def fail_next(self, method: str, error: Exception | None = None, after: int = 0) -> None:
+        """Fail a call of ``method`` once ``after`` more calls of it have succeeded."""
+        if method not in self.METHODS:
+            raise ValueError(f"FakeEngine has no method {method!r} to fail")
+        failure = error or Unavailable(f"engine said no to {method} (test failure)")
+        self.failing.setdefault(method, []).append((after, failure))
+
+    def _maybe_fail(self, method: str) -> None:
+        pending = self.failing.get(method)
+        if not pending:
+            return
+        after, failure = pending[0]
+        if after:
+            pending[0] = (after - 1, failure)
+            return
+        pending.pop(0)
+        self.failed.append(method)
+        raise failure
+
+    def create(
+        self,
+        name: str,
+        image: str,
+        command: Sequence[str] | str | None = None,
+        env: Mapping[str, str] | None = None,
+        bindings: Sequence[Binding] = (),
+        start: bool = True,
+        *,
+        internal_id: str | None = None,
+    ) -> str:
         self.calls.append(f"create {name}")
         if self.fail_create is not None:
             error, self.fail_create = self.fail_create, None
             raise error
+        self._maybe_fail("create")
         if any(c["name"] == name for c in self.containers.values()):
             raise Unavailable(f"name {name} in use", reason="name_in_use")
         self.counter += 1
@@ -113,29 +176,41 @@ class FakeEngine:
         }
         return engine_id
 
-    def start(self, engine_id):
+    def start(self, engine_id: str) -> None:
         self.calls.append(f"start {engine_id}")
+        self._maybe_fail("start")
         self.containers[engine_id]["state"] = "running"
 
-    def stop(self, engine_id, timeout=None):
+    def stop(self, engine_id: str, timeout: int | None = None) -> None:
         self.calls.append(f"stop {engine_id}")
+        self._maybe_fail("stop")
         self.containers[engine_id]["state"] = "exited"
 
-    def remove(self, engine_id, force=True):
+    def remove(self, engine_id: str, force: bool = True) -> None:
         self.calls.append(f"remove {engine_id}")
+        self._maybe_fail("remove")
         for key, info in list(self.containers.items()):
             if engine_id in (key, info["name"]):
                 del self.containers[key]
 
-    def rename(self, engine_id, new_name):
+    def rename(self, engine_id: str, new_name: str) -> None:
         self.calls.append(f"rename {engine_id} {new_name}")
+        self._maybe_fail("rename")
         self.containers[engine_id]["name"] = new_name
 
-    def inspect(self, engine_id_or_name):
+    def inspect(self, engine_id_or_name: str) -> Mapping[str, Any]:
+        self._maybe_fail("inspect")
         for key, info in self.containers.items():
             if engine_id_or_name in (key, info["name"]):
                 return dict(info)
         return {"id": "", "name": "", "state": "missing", "bindings": []}
 
-    def list_managed(self):
+    def list_managed(self) -> Sequence[Mapping[str, Any]]:
+        self._maybe_fail("list_managed")
         return [dict(info) for info in self.containers.values()]
+
+
+if TYPE_CHECKING:  # the fakes satisfy the Protocols the services take: `mypy tests/fakes.py`
+    _store: Store = MemoryStore()
+    _firewall: Firewall = FakeFirewall()
+    _engine: Engine = FakeEngine()
