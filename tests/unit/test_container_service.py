@@ -174,3 +174,62 @@ async def test_reconcile_undoes_an_interrupted_create_and_rebind_and_reports_mis
     assert held(pools, "moving") == [25567] and held(pools, "new") == []
     assert containers.get("lost").state == "missing" and held(pools, "lost") == [25566]
     assert json.loads(store.containers["lost"])["state"] == "missing"
+
+
+# -- a rebind whose engine call fails after the new container exists (found by tests/model) ------
+
+
+def engine_view(engine, internal_id="mc-1"):
+    """The containers the engine has for ``internal_id``: (name, host ports, state)."""
+    return sorted(
+        (info["name"], sorted(b.host_port for b in info["bindings"]), info["state"])
+        for info in engine.containers.values() if info["internal_id"] == internal_id
+    )
+
+
+async def test_a_rebind_whose_rename_fails_is_done_all_the_same(world):
+    pools, containers, engine, store = world
+    await containers.create("mc-1", "busybox", [explicit(25565)])
+    engine.fail_next("rename")
+    rebound = await containers.rebind("mc-1", [explicit(25566)])
+    assert rebound.state == "running" and [b.host_port for b in rebound.bindings] == [25566]
+    assert engine_view(engine) == [("mc-1.rebind", [25566], "running")]
+    assert held(pools, "mc-1") == [25566] and store.rows[("0.0.0.0", 25565, TCP)][0] is False
+    # The next rebind takes the free name and ends with one container, named as it should be.
+    await containers.rebind("mc-1", [explicit(25567)])
+    assert engine_view(engine) == [("mc-1", [25567], "running")]
+    assert held(pools, "mc-1") == [25567]
+
+
+async def test_a_rebind_that_cannot_remove_the_old_container_undoes_the_new_one(world):
+    pools, containers, engine, store = world
+    await containers.create("mc-1", "busybox", [explicit(25565)])
+    engine.fail_next("remove", after=1)  # the first remove clears a leftover name; then the old
+    with pytest.raises(Unavailable):
+        await containers.rebind("mc-1", [explicit(25566)])
+    assert engine_view(engine) == [("mc-1", [25565], "running")]
+    assert held(pools, "mc-1") == [25565]
+    assert store.rows[("0.0.0.0", 25566, TCP)] == (False, None, None)
+
+
+async def test_a_new_container_that_cannot_be_removed_keeps_its_ports_held_until_restart(world):
+    pools, containers, engine, store = world
+    await containers.create("mc-1", "busybox", [explicit(25565)])
+    engine.fail_next("remove", after=1)  # the old container...
+    engine.fail_next("remove")  # ...and then the new one
+    with pytest.raises(Unavailable, match="stay in use"):
+        await containers.rebind("mc-1", [explicit(25566)])
+    assert engine_view(engine) == [("mc-1", [25565], "running"), ("mc-1.rebind", [25566], "running")]
+    # A container publishes 25566: nobody else may be handed it.
+    assert held(pools, "mc-1") == [25565, 25566]
+    with pytest.raises(NoAvailablePorts):
+        await pools.claim(4)
+    # A restart: the holders are cross-checked and the stray container removed.
+    pools.load()
+    problems = await containers.check_holders()
+    report = await containers.reconcile()
+    assert report["strays_removed"] == ["mc-1.rebind"]
+    assert engine_view(engine) == [("mc-1", [25565], "running")]
+    assert any("0.0.0.0:25566/tcp" in problem for problem in problems)
+    entry = pools.lookup(("0.0.0.0", 25566, TCP))
+    assert entry is not None and entry.in_use and entry.container is None  # the operator's now

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from lightd.core import holders
 from lightd.core.changes import Change, DeleteContainer, put_container, put_port
@@ -142,7 +142,8 @@ class ContainerService:
             try:
                 engine_id = await self._engine(self._swap, container, bindings)
             except LightdError as exc:
-                self._release(marked, internal_id)
+                if not exc.details.get("new_ports_held"):
+                    self._release(marked, internal_id)
                 container.state, container.pending = previous_state, None
                 await self.pools.save([*map(put_port, marked), put_container(container)])
                 raise _engine_error(exc) from None
@@ -156,12 +157,21 @@ class ContainerService:
         return container
 
     def _swap(self, container: Container, bindings: list[Binding]) -> str:
-        """Replace the engine container by one with ``bindings``; on failure keep the old one.
+        """Replace the engine container by one with ``bindings``; return the new one's id.
 
         Runs in a worker thread. The engine cannot change a container's bindings, so a new one
-        is created under a temporary name, then the old one is removed and the new one renamed.
-        When old and new share a host port, the old one must stop first, and is started again
-        if the new one fails.
+        is created under another name, then the old one is removed and the new one renamed.
+        When old and new share a host port, the old one must stop first.
+
+        Whatever fails, the engine is left with one container for this internal_id, and the
+        ports it publishes are the ones the caller will hold:
+        - before the new container exists: the old one is started again (if it was stopped),
+          and the error goes up (the caller frees the new ports);
+        - the old one cannot be removed: the new one is removed and the old one restarted; if
+          the new one cannot be removed either, the error says the new ports stay held
+          (``new_ports_held``), since a container publishes them: a leak, never two holders;
+        - the rename fails: the swap is done all the same (the old one is gone, the new one
+          runs), and the container keeps its other name until the next rebind.
         """
         old = container.engine_id
         shared = {b.key for b in bindings} & container.keys()
@@ -169,25 +179,67 @@ class ContainerService:
         if old is not None and shared:
             self.engine.stop(old, timeout=self.stop_timeout)
             stopped = True
-        temporary = f"{container.internal_id}.rebind"
+        name = self._new_name(container)
         try:
-            self.engine.remove(temporary, force=True)  # left over by a crash, if any
+            if name != container.internal_id:
+                self.engine.remove(name, force=True)  # left over by a crash, if any
             new = self.engine.create(
-                temporary, container.image, container.command, container.env, bindings,
+                name, container.image, container.command, container.env, bindings,
                 internal_id=container.internal_id,
             )
         except LightdError:
-            if stopped and old is not None:
-                try:
-                    self.engine.start(old)
-                except LightdError as exc:
-                    log.error("container %s could not be restarted: %s",
-                              container.internal_id, exc.message)
+            self._restart(container, old, stopped)
             raise
         if old is not None:
-            self.engine.remove(old, force=True)
-        self.engine.rename(new, container.internal_id)
+            try:
+                self.engine.remove(old, force=True)
+            except LightdError as exc:
+                self._undo_new(container, new, old, stopped, exc)
+        if name != container.internal_id:
+            try:
+                self.engine.rename(new, container.internal_id)
+            except LightdError as exc:
+                log.error("container %s runs as %s: the engine could not rename it (%s); lightd "
+                          "knows it by id", container.internal_id, name, exc.message)
         return new
+
+    def _new_name(self, container: Container) -> str:
+        """``<internal_id>.rebind``, unless the running container still has that name (its
+        last rename failed): then the internal_id itself, which is free."""
+        temporary = f"{container.internal_id}.rebind"
+        if container.engine_id is None:
+            return temporary
+        try:
+            current = self.engine.inspect(container.engine_id).get("name")
+        except LightdError:
+            return temporary
+        return container.internal_id if current == temporary else temporary
+
+    def _restart(self, container: Container, old: str | None, stopped: bool) -> None:
+        if stopped and old is not None:
+            try:
+                self.engine.start(old)
+            except LightdError as exc:
+                log.error("container %s could not be restarted: %s",
+                          container.internal_id, exc.message)
+
+    def _undo_new(
+        self, container: Container, new: str, old: str, stopped: bool, cause: LightdError
+    ) -> NoReturn:
+        """The old container could not be removed: remove the new one, or say it stays."""
+        try:
+            self.engine.remove(new, force=True)
+        except LightdError as exc:
+            log.error("container %s: the rebind failed and its new container %s could not be "
+                      "removed (%s); its ports stay held until lightd restarts and removes it",
+                      container.internal_id, new, exc.message)
+            raise Unavailable(
+                f"{cause.message} The new container could not be removed either, so its ports "
+                "stay in use; a restart of lightd removes it and reports the ports",
+                **{**cause.details, "new_ports_held": True},
+            ) from None
+        self._restart(container, old, stopped)
+        raise cause
 
     # -- delete ------------------------------------------------------------------------------
 
@@ -219,7 +271,7 @@ class ContainerService:
 
     async def reconcile(self) -> dict[str, Any]:
         """Finish or undo what a crash interrupted, and report containers the engine lost."""
-        report: dict[str, Any] = {"rolled_back": [], "missing": []}
+        report: dict[str, Any] = {"rolled_back": [], "missing": [], "strays_removed": []}
         managed = await self._engine(self.engine.list_managed)
         by_internal_id: dict[str, list[Mapping[str, Any]]] = {}
         for info in managed:
@@ -236,10 +288,14 @@ class ContainerService:
                 del self.containers[container.internal_id]
                 report["rolled_back"].append(container.internal_id)
                 continue
+            # One engine container per internal_id: any other one (a rebind's new container that
+            # could not be removed, or one a crash left) publishes ports the pool no longer
+            # gives to this container.
+            for info in seen:
+                if info.get("id") != container.engine_id:
+                    await self._engine(self.engine.remove, str(info["id"]), True)
+                    report["strays_removed"].append(str(info.get("name") or info["id"]))
             if container.state == "rebinding":
-                for info in seen:
-                    if info.get("id") != container.engine_id:
-                        await self._engine(self.engine.remove, str(info["id"]), True)
                 kept = container.keys()
                 pending = self._entries(container.pending or [])
                 freed = self._release(
