@@ -65,6 +65,7 @@ settings.register_profile(
     max_examples=2000,
     stateful_step_count=80,
     deadline=None,
+    database=None,  # a failure prints the blob that replays it (print_blob)
     suppress_health_check=[HealthCheck.too_slow],
     phases=PHASES,
     print_blob=True,
