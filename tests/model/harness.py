@@ -231,6 +231,15 @@ class Served:
         await self.stop()
         await self.start()
 
+    def store_holder(self, key: Key, in_use: int, container: str | None) -> None:
+        """Write one entry's holder straight into the file (only while the daemon is stopped)."""
+        assert self.lightd is None, "the daemon is running"
+        with closing(sqlite3.connect(self.database)) as db, db:
+            db.execute(
+                "UPDATE ports SET in_use = ?, container = ? WHERE ip = ? AND port = ? AND protocol = ?",
+                (in_use, container, *key),
+            )
+
     def faults(self) -> list[str]:
         """The injected failures that fired since the last call (and forget them)."""
         fired = [f"firewall.{m}" for m in self.firewall.failed] + [f"engine.{m}" for m in self.engine.failed]

@@ -607,6 +607,36 @@ class PoolMachine(RuleBasedStateMachine):
         startup = self.served.lightd.startup
         report = startup.get("containers", {})
         assert not report.get("rolled_back"), f"a change was left half done: {startup}"
+        repaired = startup.get("holders", {}).get("count", 0)
+        assert not repaired, f"a clean stop left holders to repair: {startup['holders']}"
+
+    @rule(data=st.data(), how=st.sampled_from(("free", "operator", "other container", "ghost")))
+    def tamper_and_restart(self, data: st.DataObject, how: str) -> None:
+        """Change one entry's holder in the file while the daemon is stopped (a bug of an older
+        lightd, a hand edit): the start-up cross-check must repair it the safe way. An entry a
+        container binds goes back to it; one held by a container that does not bind it stays in
+        use, held by the operator (leak rather than double-allocate)."""
+        bound = sorted(k for keys in self.model.containers.values() for k in keys)
+        free = sorted(k for k in self.model.holders if self.model.available(k))
+        group = free if how == "ghost" else bound
+        if not group:
+            return
+        key = group[data.draw(st.integers(0, 63), label="entry") % len(group)]
+        stored: tuple[int, str | None] = {
+            "free": (0, None),
+            "operator": (1, None),
+            "other container": (1, next(c for c in CONTAINERS if c != self.model.holders[key])),
+            "ghost": (1, "ghost"),
+        }[how]
+        note(f"tamper: {label(key)} stored as in_use={stored[0]}, container={stored[1]}")
+        self.run(self.served.stop())
+        self.served.store_holder(key, *stored)
+        self.run(self.served.start())
+        if how == "ghost":
+            self.model.holders[key] = OPERATOR
+        assert self.served.lightd is not None
+        startup = self.served.lightd.startup
+        assert startup.get("holders", {}).get("count", 1), f"nothing repaired: {startup}"
 
     @rule(method=st.sampled_from(("open", "close")))
     def fail_firewall(self, method: str) -> None:
