@@ -1,9 +1,12 @@
 """A model-based test: random sequences of every operation, checked against what clients were told.
 
 A hypothesis state machine drives one daemon (the real app, a real SQLite file, restarts from
-it, a fake firewall and engine that fail when told to) and keeps a reference model of every
-acknowledged change (tests/model/harness.py). Each step says what the contract requires the
-answer to be; after every step the daemon is checked:
+it, some after an entry's holder was changed in the file, a fake firewall and engine that fail
+when told to, a few changes sent at once) and keeps a reference model of every acknowledged change
+(tests/model/harness.py). Each step says what the contract requires the answer to be (where
+chance decides, as for claims, what it allows: an answer only from available entries, and a
+refusal only when some unlucky choice could not have met it); after every step the daemon is
+checked:
 
 - no entry held twice: an entry's container is exactly the container whose bindings name it,
   no two containers bind one entry, no in-use wildcard beside an in-use entry of its port;
