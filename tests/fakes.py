@@ -210,7 +210,7 @@ class FakeEngine:
         return [dict(info) for info in self.containers.values()]
 
 
-if TYPE_CHECKING:  # the fakes satisfy the Protocols the services take: `mypy tests/fakes.py`
+if TYPE_CHECKING:  # the fakes satisfy the Protocols the services take: `make lint` runs mypy on this file
     _store: Store = MemoryStore()
     _firewall: Firewall = FakeFirewall()
     _engine: Engine = FakeEngine()
