@@ -133,6 +133,19 @@ def _canonical_host_ip(value: str) -> str:
         return value
 
 
+def engine_host_ip(ip: str) -> str:
+    """The ``HostIp`` to send the engine for a binding on ``ip``: the one place that decides it.
+
+    The IPv4 wildcard is sent as ``""``, which is what the docker CLI sends for ``-p 25565:25565``
+    and means "every address" to every engine. Sending ``"0.0.0.0"`` works on Docker Engine but
+    not on Podman 4.3 (netavark): it becomes the DNAT rule ``-d 0.0.0.0/32``, which no packet
+    matches, so the published port accepts connections and never answers. ``""`` is read back
+    as ``0.0.0.0`` (see :func:`_canonical_host_ip`). ``::`` is sent as it is: ``""`` would also
+    publish on IPv4, where the pool may have given the same port to another container.
+    """
+    return "" if ip == "0.0.0.0" else ip
+
+
 def _check_bindings(bindings: Sequence[Binding]) -> list[Binding]:
     seen: set[tuple[str, int, str]] = set()
     out: list[Binding] = []
@@ -442,7 +455,9 @@ class DockerEngine:
             self._refuse_busy(checked, name)  # before anything is created
         port_bindings: dict[str, list[tuple[str, int]]] = {}
         for b in checked:
-            port_bindings.setdefault(b.port_key, []).append((b.host_ip, b.host_port))
+            port_bindings.setdefault(b.port_key, []).append(
+                (engine_host_ip(b.host_ip), b.host_port)
+            )
         exposed = sorted({(b.container_port, b.protocol) for b in checked})
         api = self._client()
         try:
