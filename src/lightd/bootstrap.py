@@ -172,7 +172,7 @@ class Lightd:
             self.startup["containers"] = {"error": exc.message}
             return
         self.startup["containers"] = report
-        if report["rolled_back"] or report["missing"] or report["strays_removed"]:
+        if any(report.values()):
             log.warning("containers reconciled: %s", report)
 
     async def stop(self) -> None:

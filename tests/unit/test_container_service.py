@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lightd.core.containers import Binding, Container
+from lightd.core.containers import Binding, Container, rebind_name
 from lightd.core.entry import Entry
 from lightd.errors import AlreadyExists, Conflict, InvalidInput, NoAvailablePorts, NotFound, Unavailable
 from lightd.service.containers import ContainerService, PortRequest
@@ -193,7 +193,7 @@ async def test_a_rebind_whose_rename_fails_is_done_all_the_same(world):
     engine.fail_next("rename")
     rebound = await containers.rebind("mc-1", [explicit(25566)])
     assert rebound.state == "running" and [b.host_port for b in rebound.bindings] == [25566]
-    assert engine_view(engine) == [("mc-1.rebind", [25566], "running")]
+    assert engine_view(engine) == [(rebind_name("mc-1"), [25566], "running")]
     assert held(pools, "mc-1") == [25566] and store.rows[("0.0.0.0", 25565, TCP)][0] is False
     # The next rebind takes the free name and ends with one container, named as it should be.
     await containers.rebind("mc-1", [explicit(25567)])
@@ -219,7 +219,7 @@ async def test_a_new_container_that_cannot_be_removed_keeps_its_ports_held_until
     engine.fail_next("remove")  # ...and then the new one
     with pytest.raises(Unavailable, match="stay in use"):
         await containers.rebind("mc-1", [explicit(25566)])
-    assert engine_view(engine) == [("mc-1", [25565], "running"), ("mc-1.rebind", [25566], "running")]
+    assert engine_view(engine) == [("mc-1", [25565], "running"), (rebind_name("mc-1"), [25566], "running")]
     # A container publishes 25566: nobody else may be handed it.
     assert held(pools, "mc-1") == [25565, 25566]
     with pytest.raises(NoAvailablePorts):
@@ -228,7 +228,7 @@ async def test_a_new_container_that_cannot_be_removed_keeps_its_ports_held_until
     pools.load()
     problems = await containers.check_holders()
     report = await containers.reconcile()
-    assert report["strays_removed"] == ["mc-1.rebind"]
+    assert report["strays_removed"] == [rebind_name("mc-1")]
     assert engine_view(engine) == [("mc-1", [25565], "running")]
     assert any("0.0.0.0:25566/tcp" in problem for problem in problems)
     entry = pools.lookup(("0.0.0.0", 25566, TCP))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 from lightd.core.entry import Key
 from lightd.errors import InvalidInput, quoted
 
-__all__ = ["Binding", "Container", "parse_internal_id"]
+__all__ = ["MAX_INTERNAL_ID", "Binding", "Container", "parse_internal_id", "rebind_name"]
 
+MAX_INTERNAL_ID = 128
 # The engine's own rule for names, so an internal_id is always a valid container name.
-_INTERNAL_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+_INTERNAL_ID = re.compile(rf"^[a-zA-Z0-9][a-zA-Z0-9_.-]{{0,{MAX_INTERNAL_ID - 1}}}$")
 
 
 def parse_internal_id(value: Any, field: str = "internal_id") -> str:
@@ -23,6 +25,19 @@ def parse_internal_id(value: Any, field: str = "internal_id") -> str:
             f"or digit (got {quoted(value)})"
         )
     return value
+
+
+def rebind_name(internal_id: str) -> str:
+    """The engine name of a rebind's new container until it takes over ``internal_id``'s name.
+
+    It is longer than any internal_id can be, so it is never the name of another container
+    lightd manages (``mc.rebind`` is a valid internal_id, so a plain suffix could collide). It
+    starts with the internal_id so ``docker ps`` shows whose it is, and the digest after
+    ``.rebind-`` holds no '.' or '-', so no two internal_ids share one.
+    """
+    prefix = f"{internal_id}.rebind-"
+    digest = hashlib.sha256(internal_id.encode()).hexdigest()
+    return (prefix + digest + digest)[: max(MAX_INTERNAL_ID + 1, len(prefix) + 16)]
 
 
 @dataclass(frozen=True, order=True)

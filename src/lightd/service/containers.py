@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from lightd.core import holders
-from lightd.core.changes import Change, DeleteContainer, put_container, put_port
-from lightd.core.containers import Binding, Container
+from lightd.core.changes import DeleteContainer, put_container, put_port
+from lightd.core.containers import Binding, Container, rebind_name
 from lightd.core.entry import Entry
+from lightd.crash_points import crash_point
 from lightd.errors import AlreadyExists, Conflict, InvalidInput, LightdError, NotFound, Unavailable
+from lightd.service import container_recovery
 from lightd.service.pool_service import PoolService
 from lightd.service.ports import Engine
 
@@ -113,6 +115,7 @@ class ContainerService:
             except LightdError:
                 self.containers.pop(internal_id, None)  # memory was rebuilt from the store
                 raise
+            crash_point("create.intent_saved")
             try:
                 container.engine_id = await self._engine(
                     self.engine.create, internal_id, image, command, env, bindings,
@@ -123,6 +126,7 @@ class ContainerService:
                 del self.containers[internal_id]
                 await self.pools.save([*map(put_port, marked), DeleteContainer(internal_id)])
                 raise _engine_error(exc) from None
+            crash_point("create.engine_done")
             container.state = "running"
             await self.pools.save([put_container(container)])
         return container
@@ -139,6 +143,7 @@ class ContainerService:
             previous_state = container.state
             container.state, container.pending = "rebinding", bindings
             await self.pools.save([*map(put_port, marked), put_container(container)])
+            crash_point("rebind.intent_saved")
             try:
                 engine_id = await self._engine(self._swap, container, bindings)
             except LightdError as exc:
@@ -179,6 +184,7 @@ class ContainerService:
         if old is not None and shared:
             self.engine.stop(old, timeout=self.stop_timeout)
             stopped = True
+            crash_point("rebind.old_stopped")
         name = self._new_name(container)
         try:
             if name != container.internal_id:
@@ -190,23 +196,26 @@ class ContainerService:
         except LightdError:
             self._restart(container, old, stopped)
             raise
+        crash_point("rebind.new_created")
         if old is not None:
             try:
                 self.engine.remove(old, force=True)
             except LightdError as exc:
                 self._undo_new(container, new, old, stopped, exc)
+        crash_point("rebind.old_removed")
         if name != container.internal_id:
             try:
                 self.engine.rename(new, container.internal_id)
             except LightdError as exc:
                 log.error("container %s runs as %s: the engine could not rename it (%s); lightd "
                           "knows it by id", container.internal_id, name, exc.message)
+            crash_point("rebind.renamed")
         return new
 
     def _new_name(self, container: Container) -> str:
-        """``<internal_id>.rebind``, unless the running container still has that name (its
-        last rename failed): then the internal_id itself, which is free."""
-        temporary = f"{container.internal_id}.rebind"
+        """:func:`rebind_name`, unless the running container still has that name (its last
+        rename failed): then the internal_id itself, which is free."""
+        temporary = rebind_name(container.internal_id)
         if container.engine_id is None:
             return temporary
         try:
@@ -247,8 +256,19 @@ class ContainerService:
         async with self._lock(internal_id):
             container = self.get(internal_id)
             if container.engine_id is not None:
-                # If the engine cannot remove it, it may still hold the ports: keep them marked.
-                await self._engine(self.engine.remove, container.engine_id, True)
+                # The intent first: a crash once the engine has removed it must not leave a
+                # container the engine no longer has (reconcile finishes the delete).
+                previous_state, container.state = container.state, "deleting"
+                await self.pools.save([put_container(container)])
+                crash_point("delete.intent_saved")
+                try:
+                    await self._engine(self.engine.remove, container.engine_id, True)
+                except LightdError:
+                    # It may still run and hold the ports: keep them marked.
+                    container.state = previous_state
+                    await self.pools.save([put_container(container)])
+                    raise
+                crash_point("delete.engine_removed")
             freed = self._release(self._entries(container.bindings), internal_id)
             del self.containers[internal_id]
             await self.pools.save([*map(put_port, freed), DeleteContainer(internal_id)])
@@ -271,53 +291,7 @@ class ContainerService:
 
     async def reconcile(self) -> dict[str, Any]:
         """Finish or undo what a crash interrupted, and report containers the engine lost."""
-        report: dict[str, Any] = {"rolled_back": [], "missing": [], "strays_removed": []}
-        managed = await self._engine(self.engine.list_managed)
-        by_internal_id: dict[str, list[Mapping[str, Any]]] = {}
-        for info in managed:
-            by_internal_id.setdefault(str(info.get("internal_id")), []).append(info)
-        changes: list[Change] = []
-        for container in list(self.containers.values()):
-            seen = by_internal_id.get(container.internal_id, [])
-            if container.state == "creating":
-                # The client never got an answer: undo it, including a half-made container.
-                for info in seen:
-                    await self._engine(self.engine.remove, str(info["id"]), True)
-                freed = self._release(self._entries(container.bindings), container.internal_id)
-                changes += [*map(put_port, freed), DeleteContainer(container.internal_id)]
-                del self.containers[container.internal_id]
-                report["rolled_back"].append(container.internal_id)
-                continue
-            # One engine container per internal_id: any other one (a rebind's new container that
-            # could not be removed, or one a crash left) publishes ports the pool no longer
-            # gives to this container.
-            for info in seen:
-                if info.get("id") != container.engine_id:
-                    await self._engine(self.engine.remove, str(info["id"]), True)
-                    report["strays_removed"].append(str(info.get("name") or info["id"]))
-            if container.state == "rebinding":
-                kept = container.keys()
-                pending = self._entries(container.pending or [])
-                freed = self._release(
-                    (e for e in pending if e.key not in kept), container.internal_id
-                )
-                container.state, container.pending = "running", None
-                changes += [*map(put_port, freed)]
-                report["rolled_back"].append(container.internal_id)
-            if self.engine.kind != "none" and container.engine_id is not None:
-                alive = any(info.get("id") == container.engine_id for info in seen)
-                state = "running" if alive else "missing"
-                if state == "missing" and container.state != "missing":
-                    log.warning("container %s (engine id %s) is gone from the engine; its ports "
-                                "stay held until it is deleted or rebound",
-                                container.internal_id, container.engine_id)
-                if state == "missing":
-                    report["missing"].append(container.internal_id)
-                container.state = state
-            changes.append(put_container(container))
-        if changes:
-            await self.pools.save(changes)
-        return report
+        return await container_recovery.reconcile(self)
 
     # -- ports -------------------------------------------------------------------------------
 
