@@ -233,3 +233,17 @@ async def test_a_new_container_that_cannot_be_removed_keeps_its_ports_held_until
     assert any("0.0.0.0:25566/tcp" in problem for problem in problems)
     entry = pools.lookup(("0.0.0.0", 25566, TCP))
     assert entry is not None and entry.in_use and entry.container is None  # the operator's now
+
+
+async def test_a_rebind_never_touches_a_container_whose_internal_id_looks_like_a_temporary_name(world):
+    # "mc-1.rebind" is a valid internal_id, and was the temporary name of mc-1's rebind: the
+    # rebind removed it as a leftover of a crash, taking another server down.
+    pools, containers, engine, _ = world
+    await containers.create("mc-1", "busybox", [explicit(25565)])
+    other = await containers.create("mc-1.rebind", "busybox", [explicit(25567)])
+    await containers.rebind("mc-1", [explicit(25566)])
+    assert other.engine_id in engine.containers
+    assert engine_view(engine) == [("mc-1", [25566], "running")]
+    assert engine_view(engine, "mc-1.rebind") == [("mc-1.rebind", [25567], "running")]
+    assert held(pools, "mc-1.rebind") == [25567]
+    assert len(rebind_name("mc-1")) > 128  # longer than any internal_id may be
