@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
 from lightd.core.containers import Binding
+from lightd.core.engine_view import ContainerInfo, missing
 from lightd.core.entry import Entry, Key
 from lightd.errors import StorageError, Unavailable
 
@@ -124,7 +125,7 @@ class FakeEngine:
     METHODS = ("create", "start", "stop", "remove", "rename", "inspect", "list_managed")
 
     def __init__(self) -> None:
-        self.containers: dict[str, dict[str, Any]] = {}
+        self.containers: dict[str, ContainerInfo] = {}
         self.fail_create: Exception | None = None
         self.failing: dict[str, list[tuple[int, Exception]]] = {}
         self.failed: list[str] = []
@@ -170,21 +171,24 @@ class FakeEngine:
             raise Unavailable(f"name {name} in use", reason="name_in_use")
         self.counter += 1
         engine_id = f"id{self.counter}"
-        self.containers[engine_id] = {
-            "id": engine_id, "name": name, "internal_id": internal_id or name,
-            "state": "running" if start else "created", "bindings": list(bindings),
-        }
+        self.containers[engine_id] = ContainerInfo(
+            id=engine_id, name=name, internal_id=internal_id or name,
+            state="running" if start else "created", running=start, image=image,
+            bindings=list(bindings), exit_code=None, error="",
+        )
         return engine_id
 
     def start(self, engine_id: str) -> None:
         self.calls.append(f"start {engine_id}")
         self._maybe_fail("start")
-        self.containers[engine_id]["state"] = "running"
+        info = self.containers[engine_id]
+        info["state"], info["running"] = "running", True
 
     def stop(self, engine_id: str, timeout: int | None = None) -> None:
         self.calls.append(f"stop {engine_id}")
         self._maybe_fail("stop")
-        self.containers[engine_id]["state"] = "exited"
+        info = self.containers[engine_id]
+        info["state"], info["running"] = "exited", False
 
     def remove(self, engine_id: str, force: bool = True) -> None:
         self.calls.append(f"remove {engine_id}")
@@ -198,16 +202,22 @@ class FakeEngine:
         self._maybe_fail("rename")
         self.containers[engine_id]["name"] = new_name
 
-    def inspect(self, engine_id_or_name: str) -> Mapping[str, Any]:
+    def inspect(self, engine_id_or_name: str) -> ContainerInfo:
         self._maybe_fail("inspect")
         for key, info in self.containers.items():
             if engine_id_or_name in (key, info["name"]):
-                return dict(info)
-        return {"id": "", "name": "", "state": "missing", "bindings": []}
+                return _copy(info)
+        return missing()
 
-    def list_managed(self) -> Sequence[Mapping[str, Any]]:
+    def list_managed(self) -> list[ContainerInfo]:
         self._maybe_fail("list_managed")
-        return [dict(info) for info in self.containers.values()]
+        infos = [_copy(info) for info in self.containers.values()]
+        return sorted(infos, key=lambda i: (i["internal_id"] or "", i["name"]))  # as engines do
+
+
+def _copy(info: ContainerInfo) -> ContainerInfo:
+    """What an engine answers is a new object each time: a caller may change it freely."""
+    return ContainerInfo(**{**info, "bindings": list(info["bindings"])})
 
 
 if TYPE_CHECKING:  # the fakes satisfy the Protocols the services take: `make lint` runs mypy on this file

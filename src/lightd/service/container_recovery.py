@@ -23,11 +23,12 @@ longer gives to this container.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lightd.core.changes import Change, DeleteContainer, put_container, put_port
 from lightd.core.containers import Binding, Container
+from lightd.core.engine_view import ContainerInfo
 from lightd.core.entry import Entry
 from lightd.errors import LightdError
 
@@ -38,7 +39,7 @@ __all__ = ["reconcile"]
 
 log = logging.getLogger(__name__)
 
-Info = Mapping[str, Any]
+Info = ContainerInfo
 
 
 async def reconcile(service: ContainerService) -> dict[str, Any]:
@@ -62,14 +63,18 @@ async def reconcile(service: ContainerService) -> dict[str, Any]:
             key = "rolled_back" if container.state == "creating" else "deleted"
             report[key].append(container.internal_id)
             continue
+        stopped: str | None = None
         if container.state == "rebinding":
-            forward = await _settle_rebind(service, container, seen)
+            forward, stopped = await _settle_rebind(service, container, seen)
             report["rolled_forward" if forward else "rolled_back"].append(container.internal_id)
             changes += [*map(put_port, _free_given_up(service, container))]
         for info in seen:
             if info.get("id") != container.engine_id:
                 await service._engine(service.engine.remove, str(info["id"]), True)
                 report["strays_removed"].append(str(info.get("name") or info["id"]))
+        if stopped is not None:
+            # Only now: until the new container is gone it may hold a port both share.
+            await _start_again(service, container, stopped)
         if service.engine.kind != "none" and container.engine_id is not None:
             alive = any(info.get("id") == container.engine_id for info in seen)
             if not alive:
@@ -97,8 +102,11 @@ async def _drop(service: ContainerService, container: Container, seen: Sequence[
     return [*map(put_port, freed), DeleteContainer(container.internal_id)]
 
 
-async def _settle_rebind(service: ContainerService, container: Container, seen: Sequence[Info]) -> bool:
-    """Keep the old container or the new one; return True when the new one was kept.
+async def _settle_rebind(
+    service: ContainerService, container: Container, seen: Sequence[Info]
+) -> tuple[bool, str | None]:
+    """Keep the old container or the new one: return whether the new one was kept, and the id
+    of the old one if the swap had stopped it (to start again once the new one is removed).
 
     ``container`` is left ``running`` with the bindings of the one kept, ``pending`` holding the
     bindings given up, for :func:`_free_given_up`.
@@ -108,10 +116,9 @@ async def _settle_rebind(service: ContainerService, container: Container, seen: 
     new = next((i for i in seen if i is not old and _publishes(i, pending)), None)
     container.state = "running"
     if service.engine.kind == "none" or old is not None or new is None:
-        if old is not None and old.get("state") != "running":
-            await _start_again(service, container, str(old["id"]))
         container.pending = pending  # given up: the new ports
-        return False
+        stopped = old is not None and old.get("state") != "running"
+        return False, str(old["id"]) if old is not None and stopped else None
     # The old container is gone and the new one runs: the swap had passed its point of no
     # return, so finish it (the client may never have heard, but its ports are the new ones).
     container.pending = container.bindings  # given up: the old ports
@@ -123,7 +130,7 @@ async def _settle_rebind(service: ContainerService, container: Container, seen: 
             log.warning(
                 "container %s keeps the name %s: %s", container.internal_id, new.get("name"), exc.message
             )
-    return True
+    return True, None
 
 
 def _free_given_up(service: ContainerService, container: Container) -> list[Entry]:

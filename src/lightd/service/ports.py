@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from lightd.core.changes import Change
 from lightd.core.containers import Binding
+from lightd.core.engine_view import ContainerInfo
 from lightd.core.entry import Entry
 
 __all__ = ["BoundPorts", "Engine", "Firewall", "Host", "NoFirewall", "Store", "Writer"]
@@ -101,7 +102,11 @@ class Host(Protocol):
 
 
 class Engine(Protocol):
-    """A container runtime (see lightd.adapters.engine). Its methods block: call them in a thread."""
+    """A container runtime (see lightd.adapters.engine). Its methods block: call them in a thread.
+
+    ``inspect`` reports a container the engine does not have as state ``missing``; an engine
+    that cannot be asked raises Unavailable instead.
+    """
 
     kind: str
 
@@ -125,6 +130,7 @@ class Engine(Protocol):
 
     def rename(self, engine_id: str, new_name: str) -> None: ...
 
-    def inspect(self, engine_id_or_name: str) -> Mapping[str, Any]: ...
+    def inspect(self, engine_id_or_name: str) -> ContainerInfo: ...
 
-    def list_managed(self) -> Sequence[Mapping[str, Any]]: ...
+    def list_managed(self) -> Sequence[ContainerInfo]:
+        """Every container carrying lightd's label, sorted by internal_id."""
