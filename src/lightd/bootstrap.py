@@ -75,6 +75,10 @@ def choose_writer(settings: Settings, store: SqliteStore) -> Writer:
     raise InvalidInput(f'storage.writer must be "process" or "thread" (got {kind!r})')
 
 
+# Written out so that mypy checks each engine against the service's Protocol on its own.
+_ENGINES: tuple[type[Engine], ...] = (engines.DockerEngine, engines.NoEngine)
+
+
 def choose_engine(settings: Settings) -> tuple[Engine, str]:
     section = settings.section("runtime")
     engine, reason = engines.detect(str(section["kind"]), str(section["socket"]))
