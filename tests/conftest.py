@@ -16,6 +16,10 @@ from lightd.bootstrap import build
 from lightd.config import load_or_create, write_config
 from tests.netns import NetNs, private_netns
 
+# The engine fixtures (engine, engine_url, engine_target, podman_target, docker_target) for every
+# test: engine and engine_url depend on the others, which a test module does not import itself.
+pytest_plugins = ["tests.engine_support"]
+
 TOKEN = "lightd_" + "0123456789abcdef" * 2
 VENDOR = "Application/vnd.pkglatv1+json"
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Accept": VENDOR}

@@ -4,20 +4,28 @@
 really sits in a new network namespace (its ``/proc/<pid>/ns/net`` differs from ours), and hands
 out ``prefix`` = ``["nsenter", "--net=/proc/<pid>/ns/net", "--"]`` for every command meant for that
 namespace. ``close()`` kills that one child, by its pid; the namespace goes with it.
+
+``entered(path)`` runs the calling thread inside an existing network namespace (one with a path,
+such as Docker Engine's /run/netns/lightd-docker from scripts/docker-up.sh) until the block
+ends: setns(2) there, setns(2) back to where it was. Threads and child processes started
+meanwhile are born in that namespace.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import pytest
 
-__all__ = ["NetNs", "missing_requirements", "private_netns"]
+__all__ = ["NetNs", "entered", "missing_requirements", "net_namespace", "private_netns"]
 
 REQUIRED_TOOLS = ("iptables", "iptables-save", "iptables-restore", "unshare", "nsenter")
 IPV6_TOOLS = ("ip6tables", "ip6tables-save", "ip6tables-restore")
@@ -131,3 +139,61 @@ def private_netns() -> Iterator[NetNs]:
         pytest.skip(reason)
     with space:
         yield space
+
+
+CLONE_NEWNET = 0x40000000  # <sched.h>: setns(2) to a network namespace
+
+
+def _setns(fd: int) -> None:
+    """setns(fd, CLONE_NEWNET) for the calling thread (os.setns is new in Python 3.12)."""
+    setns = getattr(os, "setns", None)
+    if setns is not None:
+        setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def net_namespace() -> str:
+    """The calling thread's network namespace, as its /proc link names it (``net:[inode]``)."""
+    return os.readlink("/proc/thread-self/ns/net")
+
+
+@contextmanager
+def entered(path: str) -> Iterator[str]:
+    """Run the calling (main) thread in the network namespace at ``path`` until the block ends.
+
+    Yields the namespace's name (``net:[inode]``). Refuses a path that names the thread's own
+    namespace: code that means to be isolated must not silently run on the host's network. On
+    the way out the thread always returns to the namespace it came from, also when the block
+    raises; if that fails the process cannot go on safely, and the error says so.
+
+    Only the main thread: /proc/net (what ``ss`` and most tools read) follows it, and a thread
+    pool made before the block would keep running in the old namespace.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("entered() switches the main thread only")
+    home_name = net_namespace()
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        inside = net_namespace()
+        try:
+            if inside == home_name:
+                raise RuntimeError(f"{path} is this thread's own network namespace {home_name}")
+            yield inside
+        finally:
+            try:
+                _setns(home)
+            except OSError as exc:  # pragma: no cover - the kernel refusing our own namespace
+                raise RuntimeError(f"cannot return to network namespace {home_name}: {exc}") from exc
+            if net_namespace() != home_name:  # pragma: no cover
+                raise RuntimeError(f"returned to {net_namespace()}, not {home_name}")
+    finally:
+        os.close(home)
