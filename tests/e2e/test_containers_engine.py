@@ -1,4 +1,7 @@
-"""The seed's port binding workflow end to end: `lightd serve` driving the real engine (Podman).
+"""The seed's port binding workflow end to end: `lightd serve` driving each real engine.
+
+Each test runs on Podman and on Docker Engine (``[podman]``/``[docker]``); on Docker Engine the
+daemon and the test run inside the engine's network namespace (tests/engine_support.py).
 
 A listener inside the container answers "hello" through the host port lightd bound it to.
 """

@@ -1,11 +1,15 @@
-"""The engine adapter against a real Docker Engine API: Podman from scripts/engine-up.sh.
+"""The engine adapter against the two real engines: Podman's Docker API and Docker Engine.
 
-Every container listens inside on 8080 and is published on a free port of 127.0.0.1; the tests
-reach it through that host port. The NoEngine and unreachable-socket tests need no engine.
+Each test taking ``engine``/``engine_url`` runs on both (ids ``[podman]`` and ``[docker]``, see
+tests/engine_support.py); a Docker Engine test runs inside that engine's network namespace.
+Every container listens inside on 8080 and is published on a free port, mostly of 127.0.0.1;
+the tests reach it through that host port. The NoEngine and unreachable-socket tests need no
+engine.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,14 +31,22 @@ from lightd.errors import InvalidInput, NotFound, Unavailable
 from tests.engine_support import (
     IMAGE,
     LISTENER,
+    LISTENER_TCP_UDP,
+    EngineTarget,
     connection_refused,
     engine,  # noqa: F401  (fixture)
     engine_url,  # noqa: F401  (fixture)
     free_port,
+    inside,
     is_free,
     read_from,
+    udp_round_trip,
+    udp_silent,
     unique_name,
 )
+from tests.netns import net_namespace
+
+HOST_NS = net_namespace()  # collection runs in the host's namespace
 
 needs_engine = pytest.mark.slow
 
@@ -315,6 +327,93 @@ def test_parallel_operations_on_different_containers(
     with ThreadPoolExecutor(len(ports)) as pool:
         assert list(pool.map(life, range(len(ports)))) == [b"hello\n"] * len(ports)
     assert all(is_free(p) for p in ports)
+
+
+@needs_engine
+def test_each_target_is_the_engine_it_names_and_the_test_runs_where_it_publishes(
+    engine_target: EngineTarget,
+) -> None:
+    api = docker.APIClient(base_url=engine_target.url, version="1.41")
+    try:
+        components = [str(c.get("Name", "")) for c in api.version().get("Components") or ()]
+    finally:
+        api.close()
+    assert ("Podman Engine" in components) == (engine_target.kind == "podman"), components
+    if engine_target.kind == "docker":
+        assert engine_target.netns is not None and net_namespace() != HOST_NS
+        # The namespace the test sits in is the engine's (a netns path is a mount of its inode).
+        assert net_namespace() == f"net:[{os.stat(engine_target.netns).st_ino}]"
+    else:
+        assert engine_target.netns is None and net_namespace() == HOST_NS
+
+
+@needs_engine
+def test_leaving_the_engine_namespace_is_sure_when_the_block_fails(docker_target: EngineTarget) -> None:
+    assert net_namespace() == HOST_NS
+    with pytest.raises(ValueError), inside(docker_target):
+        assert net_namespace() != HOST_NS
+        raise ValueError("a failing test")
+    assert net_namespace() == HOST_NS
+
+
+@needs_engine
+def test_the_ipv4_wildcard_answers_tcp_and_udp_on_every_ipv4_address(
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    """0.0.0.0 as the seed's users bind it (Podman 4.3 needs it sent as HostIp "").
+
+    UDP goes through 127.0.0.1 only: Docker Engine's userland proxy, which carries loopback
+    traffic to published ports, answers a datagram sent to 127.0.0.2 from 127.0.0.1 (the source
+    its wildcard socket gets), and a connected client drops that answer. Traffic from other
+    hosts is NATed instead and answered from the address it was sent to.
+    """
+    port = free_port("tcp", "0.0.0.0")  # free on every address, tcp and udp
+    wanted = [Binding("0.0.0.0", port, "tcp", 8080), Binding("0.0.0.0", port, "udp", 8080)]
+    engine_id = engine.create(unique_name(request), IMAGE, LISTENER_TCP_UDP, {}, wanted)
+    assert engine.inspect(engine_id)["bindings"] == sorted(wanted)
+    payload = f"through 127.0.0.1:{port}".encode()
+    assert udp_round_trip(port, "127.0.0.1", payload) == payload
+    for ip in ("127.0.0.1", "127.0.0.2"):  # all of 127/8 is local: two addresses, no interface
+        assert read_from(port, ip) == b"hello\n"
+    engine.remove(engine_id)
+    assert connection_refused(port) and udp_silent(port)
+
+
+@needs_engine
+def test_the_ipv6_wildcard_never_publishes_on_ipv4_and_on_ipv6_only_where_the_engine_can(
+    engine_target: EngineTarget,
+    engine: DockerEngine,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    """``::`` runs on both engines; what answers differs, and the README says so.
+
+    Docker Engine's proxy listens on [::] and carries tcp and udp to the container's IPv4
+    address. Podman 4.3's default network has no IPv6: conmon holds [::]:port (a connection is
+    accepted) but no rule forwards it, so nothing answers.
+    """
+    port = free_port("tcp", "::")
+    wanted = [Binding("::", port, "tcp", 8080), Binding("::", port, "udp", 8080)]
+    engine_id = engine.create(unique_name(request), IMAGE, LISTENER_TCP_UDP, {}, wanted)
+    info = engine.inspect(engine_id)
+    assert info["running"] and info["bindings"] == sorted(wanted)
+    assert connection_refused(port, "127.0.0.1") and udp_silent(port, "127.0.0.1")
+    if engine_target.kind == "docker":
+        assert udp_round_trip(port, "::1", b"six") == b"six"
+        assert read_from(port, "::1") == b"hello\n"
+    else:
+        assert udp_silent(port, "::1")
+        assert tcp_mute(port, "::1")
+
+
+def tcp_mute(port: int, ip: str, wait: float = 2.0) -> bool:
+    """Whether ``ip:port`` gives no byte within ``wait`` seconds (refused, or accepted and mute)."""
+    try:
+        with socket.create_connection((ip, port), timeout=wait) as s:
+            s.settimeout(wait)
+            return not s.recv(1024)
+    except OSError:  # refused, or the timeout
+        return True
 
 
 # -- no engine reachable -------------------------------------------------------------------------
