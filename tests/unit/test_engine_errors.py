@@ -104,6 +104,15 @@ CASES = [
         },
     ),
     (
+        # Podman's answer for a container removed between a list and an inspect: gone all the same.
+        api_error(500, "container 0c40 does not exist in database: no such container"),
+        call("inspect", "0c40"),
+        NotFound,
+        "container_not_found",
+        "The container engine has no container 0c40.",
+        {"container": "0c40"},
+    ),
+    (
         api_error(500, "  storage is full.  "),
         call("create", "mc-1"),
         Unavailable,

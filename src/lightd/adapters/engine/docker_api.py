@@ -25,7 +25,7 @@ from lightd.adapters.engine.host_ports import HostTable, check_host_ports
 from lightd.adapters.engine.names import LABEL, check_name, socket_url, unix_path
 from lightd.core.containers import Binding
 from lightd.core.engine_view import ContainerInfo, missing
-from lightd.errors import LightdError
+from lightd.errors import LightdError, NotFound
 
 __all__ = ["DockerEngine", "container_info"]
 
@@ -217,11 +217,12 @@ class DockerEngine:
     def remove(self, engine_id: str, force: bool = True) -> None:
         """Remove a container (killing it with ``force``). A missing container is not an error."""
         api = self._client()
-        with self._translating("remove", engine_id):
-            try:
+        try:
+            with self._translating("remove", engine_id):
                 api.remove_container(engine_id, force=force, v=True)
-            except docker.errors.NotFound:
-                return
+        except NotFound as exc:
+            if exc.details.get("reason") != "container_not_found":
+                raise
 
     def rename(self, engine_id: str, new_name: str) -> None:
         """Give a container a new name (its id and label stay). Works on Podman 4.3 and Docker."""
@@ -234,11 +235,13 @@ class DockerEngine:
         An engine that does not answer raises Unavailable: it is never reported as missing.
         """
         api = self._client()
-        with self._translating("inspect", engine_id_or_name):
-            try:
+        try:
+            with self._translating("inspect", engine_id_or_name):
                 attrs = api.inspect_container(engine_id_or_name)
-            except docker.errors.NotFound:
-                return missing()
+        except NotFound as exc:
+            if exc.details.get("reason") != "container_not_found":
+                raise
+            return missing()
         return container_info(attrs)
 
     def list_managed(self) -> list[ContainerInfo]:

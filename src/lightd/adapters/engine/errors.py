@@ -117,6 +117,15 @@ TABLE: Mapping[type[BaseException], tuple[Rule, ...]] = {
     docker.errors.ImageNotFound: (_IMAGE_NOT_FOUND,),
     docker.errors.NotFound: (_CONTAINER_NOT_FOUND,),
     docker.errors.APIError: (
+        # Podman answers 500, not 404, for a container removed while it was being looked up
+        # (e.g. between a list and an inspect): it is gone all the same.
+        Rule(
+            _CONTAINER_NOT_FOUND.reason,
+            _CONTAINER_NOT_FOUND.sentence,
+            NotFound,
+            _CONTAINER_NOT_FOUND.details,
+            contains="no such container",
+        ),
         # Before "already in use": the engine's bind failed, not its choice of name.
         Rule(
             "port_in_use",
