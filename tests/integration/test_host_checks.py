@@ -98,7 +98,7 @@ def ipv6() -> None:
 def proc_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make sock_diag netlink unavailable, as in a sandbox that refuses it."""
 
-    def refused(protocol: str, ports: tuple[int, int]) -> host._Tables:
+    def refused(protocol: str, ports: tuple[int, int], states: int = 0) -> host._Tables:
         raise PermissionError(errno.EACCES, "sock_diag refused")
 
     monkeypatch.setattr(host, "_tables_from_sock_diag", refused)
@@ -212,6 +212,37 @@ def test_tcp_connections_and_time_wait_count_as_bound() -> None:
         index = host.snapshot()
         assert "TIME_WAIT" in {h.state for h in index.holders("0.0.0.0", port, "tcp")}
         assert kernel_refuses("0.0.0.0", port, "tcp")
+
+
+@pytest.mark.parametrize("source", ["netlink", "proc"])
+def test_a_reuseaddr_listeners_time_wait_is_ignored_when_asked(
+    source: str, request: pytest.FixtureRequest
+) -> None:
+    """What a container engine's port holder leaves after a stop: it listened with SO_REUSEADDR
+    and closed an accepted connection first (Docker's userland proxy does), so TIME_WAIT sits on
+    the port. Another SO_REUSEADDR listener may bind it (the kernel says so here), and the
+    engine's pre-start check (``ignore_time_wait``) must not call it busy; the pool's own check
+    still does, because one left by a socket without SO_REUSEADDR would refuse that bind."""
+    if source == "proc":
+        request.getfixturevalue("proc_only")
+    port = free_port("tcp")
+    with socket.socket() as listener, socket.socket() as client:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", port))
+        listener.listen()
+        client.connect(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first and keeps the TIME_WAIT
+        client.recv(1)
+    time.sleep(0.05)
+    everything = host.snapshot(["tcp"], ports=(port, port))
+    assert {h.state for h in everything.holders("0.0.0.0", port, "tcp")} == {"TIME_WAIT"}
+    for_engines = host.snapshot(["tcp"], ports=(port, port), ignore_time_wait=True)
+    assert not for_engines.is_bound("0.0.0.0", port, "tcp")
+    with socket.socket() as engine_holder:
+        engine_holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        engine_holder.bind(("0.0.0.0", port))  # what the kernel allows, checked for real
+        engine_holder.listen()
 
 
 # --- IPv6: dual-stack, IPV6_V6ONLY, IPv4-mapped --------------------------------------------------

@@ -49,7 +49,10 @@ class FakeHost:
         self.error = error
         self.asked: list[tuple[list[str], tuple[int, int] | None]] = []
 
-    def snapshot(self, protocols: Sequence[str], *, ports: tuple[int, int] | None) -> Table:
+    def snapshot(
+        self, protocols: Sequence[str], *, ports: tuple[int, int] | None, ignore_time_wait: bool
+    ) -> Table:
+        assert ignore_time_wait  # the engine's port holders bind with SO_REUSEADDR
         self.asked.append((list(protocols), ports))
         if self.error is not None:
             raise self.error

@@ -109,6 +109,10 @@ _IFA_LOCAL = 2
 _IFA_FLAGS = 8
 _IFA_F_DADFAILED = 0x08
 _ALL_STATES = 0xFFFFFFFF
+_TIME_WAIT = 6
+# A TIME_WAIT socket left by a connection that a SO_REUSEADDR listener accepted does not stop
+# another SO_REUSEADDR listener (every engine's port holder sets it) from binding the port.
+_BUT_TIME_WAIT = _ALL_STATES & ~(1 << _TIME_WAIT)
 _NLMSGHDR = struct.Struct("=IHHII")
 _RTATTR = struct.Struct("=HH")
 _BC_OP = struct.Struct("=BBH")  # struct inet_diag_bc_op
@@ -149,16 +153,19 @@ _Table = dict[int, dict[bytes, _Info]]
 class _Tables:
     """The holders of one protocol: IPv4 view and IPv6 view, each port -> {address: info}."""
 
-    __slots__ = ("high", "low", "source", "v4", "v6")
+    __slots__ = ("high", "low", "source", "states", "v4", "v6")
 
-    def __init__(self, source: str, ports: tuple[int, int]) -> None:
+    def __init__(self, source: str, ports: tuple[int, int], states: int = _ALL_STATES) -> None:
         self.source = source
         self.low, self.high = ports
+        self.states = states  # a bit per TCP state: the sockets that count
         self.v4: _Table = {}
         self.v6: _Table = {}
 
     def add(self, family: int, raw: bytes, port: int, info: _Info, v6only: bool | None) -> None:
         if not self.low <= port <= self.high:  # port 0: a socket that holds no port
+            return
+        if not (self.states >> info[0]) & 1:
             return
         if family == 4:
             self.v4.setdefault(port, {}).setdefault(raw[:4], info)
@@ -201,9 +208,19 @@ class BoundIndex:
 
     @classmethod
     def snapshot(
-        cls, protocols: Iterable[str] = PROTOCOLS, *, ports: tuple[int, int] | None = None
+        cls,
+        protocols: Iterable[str] = PROTOCOLS,
+        *,
+        ports: tuple[int, int] | None = None,
+        ignore_time_wait: bool = False,
     ) -> BoundIndex:
         """Read the socket tables of ``protocols``, only ports ``low..high`` if ``ports`` is given.
+
+        ``ignore_time_wait`` leaves out TCP sockets in TIME_WAIT: right for a consumer that binds
+        with SO_REUSEADDR, such as a container engine's port holder, which a TIME_WAIT left by
+        its own earlier listener (the usual one) does not stop. The pool's own checks keep them:
+        one left by a socket without SO_REUSEADDR does refuse such a bind, and the tables cannot
+        tell the two apart.
 
         Raises OSError when neither sock_diag nor /proc/net can be read, ValueError on arguments.
         """
@@ -211,7 +228,10 @@ class BoundIndex:
         if not 1 <= low <= high <= 65535:
             raise ValueError(f"ports must be (low, high) with 1 <= low <= high <= 65535: {ports}")
         started = time.perf_counter()
-        tables = {protocol: _read_tables(_check_protocol(protocol), (low, high)) for protocol in protocols}
+        states = _BUT_TIME_WAIT if ignore_time_wait else _ALL_STATES
+        tables = {
+            protocol: _read_tables(_check_protocol(protocol), (low, high), states) for protocol in protocols
+        }
         elapsed = time.perf_counter() - started
         return cls(tables, elapsed, time.monotonic(), (low, high))
 
@@ -266,9 +286,14 @@ class BoundIndex:
         return tables
 
 
-def snapshot(protocols: Iterable[str] = PROTOCOLS, *, ports: tuple[int, int] | None = None) -> BoundIndex:
+def snapshot(
+    protocols: Iterable[str] = PROTOCOLS,
+    *,
+    ports: tuple[int, int] | None = None,
+    ignore_time_wait: bool = False,
+) -> BoundIndex:
     """Same as ``BoundIndex.snapshot``."""
-    return BoundIndex.snapshot(protocols, ports=ports)
+    return BoundIndex.snapshot(protocols, ports=ports, ignore_time_wait=ignore_time_wait)
 
 
 def is_bound(ip: str, port: int, protocol: str, *, dual_stack: bool = False) -> bool:
@@ -346,20 +371,22 @@ def _holder(raw: bytes, port: int, protocol: str, info: _Info) -> Holder:
     return Holder(ip, port, protocol, names.get(state, f"state {state}"), uid, dual)
 
 
-def _read_tables(protocol: str, ports: tuple[int, int]) -> _Tables:
+def _read_tables(protocol: str, ports: tuple[int, int], states: int = _ALL_STATES) -> _Tables:
     try:
-        return _tables_from_sock_diag(protocol, ports)
+        return _tables_from_sock_diag(protocol, ports, states)
     except OSError:
-        return _tables_from_proc(protocol, ports)
+        return _tables_from_proc(protocol, ports, states)
 
 
-def _tables_from_sock_diag(protocol: str, ports: tuple[int, int] = (1, 65535)) -> _Tables:
-    tables = _Tables("netlink", ports)
+def _tables_from_sock_diag(
+    protocol: str, ports: tuple[int, int] = (1, 65535), states: int = _ALL_STATES
+) -> _Tables:
+    tables = _Tables("netlink", ports, states)
     unpack, ntohs, add = _DIAG_MSG.unpack_from, socket.ntohs, tables.add
     port_filter = _port_filter(*ports) if ports != (1, 65535) else b""
     with _netlink(_NETLINK_SOCK_DIAG) as sock:
         for family in (4, 6):
-            request = _DIAG_REQ.pack(_AF[family], _IPPROTO[protocol], 0, _ALL_STATES)
+            request = _DIAG_REQ.pack(_AF[family], _IPPROTO[protocol], 0, states)
             request += port_filter
             for view, spans in _dump(sock, _SOCK_DIAG_BY_FAMILY, request, seq=family):
                 for start, end in spans:
@@ -396,8 +423,10 @@ def _proc_net(name: str) -> str:
     return f"{base}/{name}"
 
 
-def _tables_from_proc(protocol: str, ports: tuple[int, int] = (1, 65535)) -> _Tables:
-    tables = _Tables("proc", ports)
+def _tables_from_proc(
+    protocol: str, ports: tuple[int, int] = (1, 65535), states: int = _ALL_STATES
+) -> _Tables:
+    tables = _Tables("proc", ports, states)
     for family, suffix in ((4, ""), (6, "6")):
         try:
             with open(_proc_net(protocol + suffix), encoding="ascii") as table:

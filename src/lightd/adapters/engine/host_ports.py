@@ -27,7 +27,9 @@ class BoundTable(Protocol):
 class HostTable(Protocol):
     """What the engine asks of the host: its socket tables, for some protocols and ports."""
 
-    def snapshot(self, protocols: Sequence[str], *, ports: tuple[int, int] | None) -> BoundTable: ...
+    def snapshot(
+        self, protocols: Sequence[str], *, ports: tuple[int, int] | None, ignore_time_wait: bool
+    ) -> BoundTable: ...
 
 
 def check_host_ports(bindings: Iterable[Binding], host: HostTable | None = None) -> list[Binding]:
@@ -44,7 +46,12 @@ def check_host_ports(bindings: Iterable[Binding], host: HostTable | None = None)
     ports = [b.host_port for b in wanted]
     try:
         # Only the sockets on these ports' range: a busy host has tens of thousands of others.
-        index = table.snapshot(sorted({b.protocol for b in wanted}), ports=(min(ports), max(ports)))
+        # TIME_WAIT aside: the engine's port holder binds with SO_REUSEADDR, which the TIME_WAIT
+        # of its own last listener does not stop; counting them refused a start for up to a
+        # minute after a stop on Docker Engine, whose userland proxy closes connections first.
+        index = table.snapshot(
+            sorted({b.protocol for b in wanted}), ports=(min(ports), max(ports)), ignore_time_wait=True
+        )
     except OSError as exc:
         log.warning("cannot read this host's socket tables (%s); not checking host ports", exc)
         return []
