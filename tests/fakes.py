@@ -169,6 +169,8 @@ class FakeEngine:
         self._maybe_fail("create")
         if any(c["name"] == name for c in self.containers.values()):
             raise Unavailable(f"name {name} in use", reason="name_in_use")
+        if start:
+            self._refuse_published(bindings)
         self.counter += 1
         engine_id = f"id{self.counter}"
         self.containers[engine_id] = ContainerInfo(
@@ -182,7 +184,17 @@ class FakeEngine:
         self.calls.append(f"start {engine_id}")
         self._maybe_fail("start")
         info = self.containers[engine_id]
+        if not info["running"]:
+            self._refuse_published(info["bindings"], engine_id)
         info["state"], info["running"] = "running", True
+
+    def _refuse_published(self, bindings: Sequence[Binding], starting: str | None = None) -> None:
+        """As a real engine does: a host port another running container publishes cannot be had."""
+        taken = {b.key for c in self.containers.values() if c["running"] and c["id"] != starting
+                 for b in c["bindings"]}
+        busy = [b for b in bindings if b.key in taken]
+        if busy:
+            raise Unavailable(f"host port {busy[0].host_port} is already bound", reason="port_in_use")
 
     def stop(self, engine_id: str, timeout: int | None = None) -> None:
         self.calls.append(f"stop {engine_id}")
