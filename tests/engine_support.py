@@ -19,9 +19,10 @@ Fixtures (import them into a test module, ``# noqa: F401``, as the tests here do
   at teardown, also when the test fails. Processes and sockets the test or its fixtures make
   meanwhile (a ``lightd serve``, curl, the port checks) see the engine's published ports.
 - ``engine_url`` (function): ``engine_target.url``; every test using it runs on both engines.
-- ``engine`` (function): a :class:`DockerEngine` on ``engine_target``; afterwards it removes,
-  on that same engine, every container whose name (or lightd label) starts with the test's
-  :func:`name_prefix`.
+- ``engine`` (function): a :class:`DockerEngine` on ``engine_target``.
+
+After each test ``engine_target`` removes, on that same engine, every container whose name (or
+lightd label) starts with the test's :func:`name_prefix` (what :func:`unique_name` gives).
 
 A fixture that starts something meant to reach the engine's ports (a daemon, a socket) must
 depend on ``engine_url``/``engine``/``engine_target``, so it is made after the namespace is
@@ -218,10 +219,17 @@ def inside(target: EngineTarget) -> Iterator[EngineTarget]:
 
 @pytest.fixture(params=ENGINE_KINDS)
 def engine_target(request: pytest.FixtureRequest) -> Iterator[EngineTarget]:
-    """Each engine in turn, with the test inside that engine's network namespace."""
+    """Each engine in turn, with the test inside that engine's network namespace.
+
+    Afterwards the test's containers (see :func:`name_prefix`) are removed from that engine,
+    whichever fixture or daemon made them.
+    """
     target: EngineTarget = request.getfixturevalue(f"{request.param}_target")
-    with inside(target):
-        yield target
+    try:
+        with inside(target):
+            yield target
+    finally:
+        _remove_containers(target.url, name_prefix(request))
 
 
 @pytest.fixture
@@ -240,14 +248,13 @@ def unique_name(request: pytest.FixtureRequest, tag: str = "c") -> str:
 
 
 @pytest.fixture
-def engine(engine_target: EngineTarget, request: pytest.FixtureRequest) -> Iterator[DockerEngine]:
-    """A DockerEngine on the test's engine; removes this test's containers there afterwards."""
+def engine(engine_target: EngineTarget) -> Iterator[DockerEngine]:
+    """A DockerEngine on the test's engine (``engine_target`` removes the test's containers)."""
     eng = DockerEngine(engine_target.url)
     try:
         yield eng
     finally:
         eng.close()
-        _remove_containers(engine_target.url, name_prefix(request))
 
 
 def _remove_containers(url: str, prefix: str) -> None:
