@@ -20,12 +20,14 @@ from tests.conftest import HEADERS, write_test_config
 from tests.e2e.daemon import ServedDaemon
 from tests.engine_support import (  # noqa: F401 - engine and engine_url are fixtures
     IMAGE,
-    LISTENER,
+    LISTENER_TCP_UDP,
     connection_refused,
     engine,
     engine_url,
     free_port,
     read_from,
+    udp_round_trip,
+    udp_silent,
     unique_name,
 )
 
@@ -54,7 +56,7 @@ def call(daemon: ServedDaemon, method: str, path: str, **kwargs):
 def ports_json(tcp: int, udp: int) -> list[dict]:
     return [
         {"ip": "0.0.0.0", "port": tcp, "protocol": "tcp", "container_port": 8080},
-        {"ip": "0.0.0.0", "port": udp, "protocol": "udp", "container_port": 8081},
+        {"ip": "0.0.0.0", "port": udp, "protocol": "udp", "container_port": 8080},
     ]
 
 
@@ -95,7 +97,12 @@ def test_a_kill_at_each_step_ends_on_one_set_of_ports(
                 doomed, "POST", "/network/ports", json={"ip": "0.0.0.0", "port": port, "protocol": protocol}
             )
             assert added.status_code == 201, added.text
-        body = {"internal_id": name, "image": IMAGE, "startup_command": LISTENER, "ports": ports_json(*old)}
+        body = {
+            "internal_id": name,
+            "image": IMAGE,
+            "startup_command": LISTENER_TCP_UDP,
+            "ports": ports_json(*old),
+        }
         if operation != "create":
             assert call(doomed, "POST", "/containers", json=body).status_code == 201
         with pytest.raises(httpx.TransportError):  # it dies before it answers
@@ -138,8 +145,10 @@ def test_a_kill_at_each_step_ends_on_one_set_of_ports(
             [(kept[0], "tcp"), (kept[1], "udp")]
         )
         assert read_from(kept[0]).startswith(b"hello")
+        assert udp_round_trip(kept[1], payload=b"still there?") == b"still there?"
         if dropped[0] != kept[0]:
             assert connection_refused(dropped[0])
+        assert udp_silent(dropped[1])
         held = {key for key, e in entries.items() if e["in_use"]}
         assert held == {(kept[0], "tcp"), (kept[1], "udp")}
         assert all(entries[key]["container"] == name for key in held)
