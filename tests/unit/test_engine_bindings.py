@@ -26,9 +26,9 @@ from lightd.errors import InvalidInput
 API = "1.41"
 
 
-def sent(bindings: list[Binding]) -> dict[str, Any]:
+def sent(bindings: list[Binding], podman: bool = True) -> dict[str, Any]:
     """``HostConfig.PortBindings`` exactly as the SDK puts it on the wire for these bindings."""
-    host_config = docker.types.HostConfig(API, port_bindings=port_bindings(bindings))
+    host_config = docker.types.HostConfig(API, port_bindings=port_bindings(bindings, podman=podman))
     return dict(host_config["PortBindings"])
 
 
@@ -36,18 +36,25 @@ def sent(bindings: list[Binding]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("ip", "host_ip"),
+    ("ip", "podman", "host_ip"),
     [
-        ("0.0.0.0", ""),  # every address on every engine; "0.0.0.0" is a dead DNAT rule on Podman 4.3
-        ("::", "::"),  # "" would publish on IPv4 too
-        ("127.0.0.1", "127.0.0.1"),
-        ("::1", "::1"),
-        ("192.0.2.7", "192.0.2.7"),
+        ("0.0.0.0", True, ""),  # "0.0.0.0" is a DNAT rule no packet matches on Podman 4.3
+        ("0.0.0.0", False, "0.0.0.0"),  # "" would publish on [::] too on Docker Engine
+        ("::", True, "::"),  # "" would publish on IPv4 too
+        ("::", False, "::"),
+        ("127.0.0.1", True, "127.0.0.1"),
+        ("127.0.0.1", False, "127.0.0.1"),
+        ("::1", True, "::1"),
+        ("192.0.2.7", False, "192.0.2.7"),
     ],
 )
-def test_engine_host_ip_sends_the_ipv4_wildcard_as_empty_and_all_else_as_it_is(ip: str, host_ip: str) -> None:
-    assert engine_host_ip(ip) == host_ip
-    assert sent([Binding(ip, 26001, "tcp", 8080)]) == {"8080/tcp": [{"HostIp": host_ip, "HostPort": "26001"}]}
+def test_engine_host_ip_says_the_ipv4_wildcard_in_each_engines_words_and_all_else_as_it_is(
+    ip: str, podman: bool, host_ip: str
+) -> None:
+    assert engine_host_ip(ip, podman=podman) == host_ip
+    assert sent([Binding(ip, 26001, "tcp", 8080)], podman) == {
+        "8080/tcp": [{"HostIp": host_ip, "HostPort": "26001"}]
+    }
 
 
 def test_several_host_ports_of_one_container_port_and_both_protocols() -> None:
@@ -219,10 +226,10 @@ bindings_lists = st.lists(
 )
 
 
-@given(bindings_lists)
-def test_what_is_sent_reads_back_as_the_same_bindings(bindings: list[Binding]) -> None:
+@given(bindings_lists, st.booleans())
+def test_what_is_sent_reads_back_as_the_same_bindings(bindings: list[Binding], podman: bool) -> None:
     checked = check_bindings(bindings)
-    assert parse_port_bindings(sent(checked)) == sorted(checked)
+    assert parse_port_bindings(sent(checked, podman)) == sorted(checked)
     assert set(exposed_ports(checked)) == {(b.container_port, b.protocol) for b in bindings}
-    for row in (host for hosts in sent(checked).values() for host in hosts):
-        assert row["HostIp"] != "0.0.0.0"  # the IPv4 wildcard is never sent as it is written
+    for row in (host for hosts in sent(checked, podman).values() for host in hosts):
+        assert row["HostIp"] != ("0.0.0.0" if podman else "")  # each engine's dead or wider word

@@ -18,6 +18,7 @@ from lightd.adapters.engine.errors import (
     Call,
     Rule,
     container_not_found,
+    ipv6_unreachable,
     port_in_use,
     translate,
     translating,
@@ -209,6 +210,7 @@ def test_every_reason_the_adapter_documents_is_given_and_no_other() -> None:
         unreachable(ENGINE, "the socket does not exist").details["reason"],
         container_not_found("x").details["reason"],
         port_in_use([Binding("0.0.0.0", 1, "tcp", 1)], "x").details["reason"],
+        ipv6_unreachable([Binding("::", 1, "tcp", 1)], "x").details["reason"],
     }
     assert given_by_table | own == set(REASONS)
     assert len(REASONS) == len(set(REASONS))

@@ -15,6 +15,10 @@ sentence for humans and ``details["reason"]`` for code:
 ``port_in_use``
     a host port of the bindings is held by another socket (checked before start, see
     :mod:`~lightd.adapters.engine.docker_api`).
+``ipv6_unreachable``
+    an IPv6 host port on Podman whose network has no IPv6 (it would accept and never answer);
+    a :class:`~lightd.errors.Conflict`, refused before anything is created (see
+    :mod:`~lightd.adapters.engine.flavour`).
 ``name_in_use``
     another container already has that name.
 ``start_failed``, ``engine_error``
@@ -25,7 +29,8 @@ sentence for humans and ``details["reason"]`` for code:
 One concern a module: :mod:`.names` (label, container names, the socket's URL), :mod:`.bindings`
 (published ports both ways, and the ``HostIp`` sent), :mod:`.errors` (the translation),
 :mod:`.host_ports` (the pre-start check of the host's sockets), :mod:`.probe` (the socket's
-ping), :mod:`.docker_api`, :mod:`.none` and :mod:`.detect`.
+ping), :mod:`.flavour` (Podman or Docker, where published ports differ), :mod:`.docker_api`,
+:mod:`.none` and :mod:`.detect`.
 """
 
 from lightd.adapters.engine.bindings import engine_host_ip

@@ -36,17 +36,25 @@ def canonical_host_ip(value: str) -> str:
         return value
 
 
-def engine_host_ip(ip: str) -> str:
+def engine_host_ip(ip: str, *, podman: bool) -> str:
     """The ``HostIp`` to send the engine for a binding on ``ip``: the one place that decides it.
 
-    The IPv4 wildcard is sent as ``""``, which is what the docker CLI sends for ``-p 25565:25565``
-    and means "every address" to every engine. Sending ``"0.0.0.0"`` works on Docker Engine but
-    not on Podman 4.3 (netavark): it becomes the DNAT rule ``-d 0.0.0.0/32``, which no packet
-    matches, so the published port accepts connections and never answers. ``""`` is read back
-    as ``0.0.0.0`` (see :func:`canonical_host_ip`). ``::`` is sent as it is: ``""`` would also
-    publish on IPv4, where the pool may have given the same port to another container.
+    The pool's ``0.0.0.0`` means every IPv4 address and nothing else; each engine needs its own
+    word for that:
+
+    - Podman 4.3 (netavark) turns ``"0.0.0.0"`` into the DNAT rule ``-d 0.0.0.0/32``, which no
+      packet matches: the published port accepts connections and never answers. ``""`` (what
+      the docker CLI sends for ``-p 25565:25565``) gives a rule without ``-d``, on IPv4 only.
+    - Docker Engine reads ``""`` as IPv4 *and* IPv6, so the container would also hold ``[::]``
+      on that port, which the pool may give to another container as the ``::`` entry; it takes
+      ``"0.0.0.0"`` as IPv4 only.
+
+    Both are read back as ``0.0.0.0`` (see :func:`canonical_host_ip`). Every other ip, ``::``
+    included, is sent as it is.
     """
-    return "" if ip == "0.0.0.0" else ip
+    if ip == "0.0.0.0":
+        return "" if podman else "0.0.0.0"
+    return ip
 
 
 def check_bindings(bindings: Sequence[Binding]) -> list[Binding]:
@@ -73,11 +81,11 @@ def check_bindings(bindings: Sequence[Binding]) -> list[Binding]:
     return out
 
 
-def port_bindings(bindings: Sequence[Binding]) -> dict[str, list[tuple[str, int]]]:
+def port_bindings(bindings: Sequence[Binding], *, podman: bool) -> dict[str, list[tuple[str, int]]]:
     """Checked bindings as the SDK's ``create_host_config(port_bindings=...)`` takes them."""
     out: dict[str, list[tuple[str, int]]] = {}
     for b in bindings:
-        out.setdefault(b.port_key, []).append((engine_host_ip(b.host_ip), b.host_port))
+        out.setdefault(b.port_key, []).append((engine_host_ip(b.host_ip, podman=podman), b.host_port))
     return out
 
 

@@ -20,7 +20,15 @@ import docker.errors  # type: ignore[import-untyped, unused-ignore]
 
 from lightd.adapters.engine import probe
 from lightd.adapters.engine.bindings import check_bindings, exposed_ports, parse_port_bindings, port_bindings
-from lightd.adapters.engine.errors import Call, container_not_found, port_in_use, translating, unreachable
+from lightd.adapters.engine.errors import (
+    Call,
+    container_not_found,
+    ipv6_unreachable,
+    port_in_use,
+    translating,
+    unreachable,
+)
+from lightd.adapters.engine.flavour import Flavour, read_flavour
 from lightd.adapters.engine.host_ports import HostTable, check_host_ports
 from lightd.adapters.engine.names import LABEL, check_name, socket_url, unix_path
 from lightd.core.containers import Binding
@@ -65,6 +73,7 @@ class DockerEngine:
         #: From the engine's ping (unix sockets): API version and ``Server`` header, when known.
         self.api_version: str | None = None
         self.server: str | None = None
+        self._flavour: Flavour | None = None
 
     def __repr__(self) -> str:
         return f"DockerEngine({self.base_url!r})"
@@ -101,6 +110,14 @@ class DockerEngine:
                     timeout=self.timeout,
                 )
             return self._api
+
+    def flavour(self) -> Flavour:
+        """Which engine this is, as far as published ports differ; asked once, then kept."""
+        api = self._client()
+        if self._flavour is None:
+            with self._translating("inspect", "the engine's network"):
+                self._flavour = read_flavour(api, self.server)
+        return self._flavour
 
     def _translating(self, op: str, target: str, image: str | None = None) -> translating:
         return translating(Call(op, target, self.base_url, self.timeout, image))
@@ -153,12 +170,15 @@ class DockerEngine:
         if internal_id is None:
             internal_id = name
         checked = check_bindings(bindings)
+        flavour = self.flavour()  # an unreachable engine says so before a busy port does
+        ipv6 = [b for b in checked if ":" in b.host_ip]
+        if ipv6 and not flavour.ipv6:
+            raise ipv6_unreachable(ipv6, name)
         if start and self.check_ports:
-            self._client()  # an unreachable engine says so before a busy port does
             self._refuse_busy(checked, name)  # before anything is created
         api = self._client()
         with self._translating("create", name, image=image):
-            host_config = api.create_host_config(port_bindings=port_bindings(checked))
+            host_config = api.create_host_config(port_bindings=port_bindings(checked, podman=flavour.podman))
             created = api.create_container(
                 image,
                 command=command if command is None or isinstance(command, str) else list(command),

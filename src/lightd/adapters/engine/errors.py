@@ -11,7 +11,7 @@ the table names wins (its ``__mro__`` is walked in order, so ``ImageNotFound`` b
 whose conditions all hold decides. Every class's last rule has no condition, and ``Exception``
 is in the table, so every exception gets an answer. :data:`REASONS` lists every reason the
 adapter gives; the errors lightd raises on its own account (:func:`unreachable`,
-:func:`port_in_use`, :func:`container_not_found`) use the same reasons.
+:func:`port_in_use`, :func:`container_not_found`, :func:`ipv6_unreachable`) use the same reasons.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import requests.exceptions  # type: ignore[import-untyped, unused-ignore]
 
 from lightd.adapters.engine.bindings import describe
 from lightd.core.containers import Binding
-from lightd.errors import LightdError, NotFound, Unavailable
+from lightd.errors import Conflict, LightdError, NotFound, Unavailable
 
 __all__ = [
     "REASONS",
@@ -34,6 +34,7 @@ __all__ = [
     "Call",
     "Rule",
     "container_not_found",
+    "ipv6_unreachable",
     "port_in_use",
     "translate",
     "translating",
@@ -45,6 +46,7 @@ REASONS = (
     "unreachable",  # the socket does not answer
     "timeout",  # it answered the connection but not the request in time
     "port_in_use",  # a host port of the bindings is held by another socket
+    "ipv6_unreachable",  # an IPv6 host port on an engine whose network cannot forward it
     "name_in_use",  # another container already has that name
     "start_failed",  # the engine refused to start it, for another reason
     "engine_error",  # the engine refused anything else
@@ -247,5 +249,19 @@ def port_in_use(bindings: Sequence[Binding], target: str) -> Unavailable:
         f"Cannot start container {target}: host port {describe(bindings)} is already bound "
         "by another process.",
         reason="port_in_use",
+        ports=[{"ip": b.host_ip, "port": b.host_port, "protocol": b.protocol} for b in bindings],
+    )
+
+
+def ipv6_unreachable(bindings: Sequence[Binding], target: str) -> Conflict:
+    """Refused before anything is made: the engine would publish these ports and never answer.
+
+    A Conflict (409): the request is well formed, but this engine cannot serve it as it is set up.
+    """
+    return Conflict(
+        f"Cannot publish container {target} on {describe(bindings)}: this Podman's default network "
+        "has no IPv6, so the port would accept connections and never answer them. Use an IPv4 "
+        "entry such as 0.0.0.0, or enable IPv6 on Podman's network.",
+        reason="ipv6_unreachable",
         ports=[{"ip": b.host_ip, "port": b.host_port, "protocol": b.protocol} for b in bindings],
     )
