@@ -10,48 +10,52 @@ from typing import Any
 from lightd import __version__
 from lightd.adapters import engine as engines
 from lightd.adapters import host, iptables, locks
-from lightd.adapters.iptables_rules import DEFAULT_CHAIN
 from lightd.adapters.sqlite_store import SqliteStore
 from lightd.adapters.sqlite_writer import SqliteWriter
-from lightd.config import Settings
+from lightd.config import InitialPorts, Settings
+from lightd.config_parse import ConfigError
 from lightd.core.changes import PutPort
-from lightd.core.entry import parse_ip
-from lightd.core.ranges import parse_port_spec, parse_protocols
-from lightd.errors import InvalidInput, LightdError
+from lightd.errors import LightdError
 from lightd.service.committer import ThreadWriter
 from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
 from lightd.service.ports import Engine, Firewall, NoFirewall, Writer
 
-__all__ = ["Lightd", "build"]
+__all__ = ["Lightd", "build", "preflight"]
 
 log = logging.getLogger(__name__)
 
 
-def initial_changes(spec: list[dict[str, Any]]) -> list[PutPort]:
-    changes: list[PutPort] = []
-    for index, item in enumerate(spec):
-        field = f"pool.initial_ports[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidInput(f"{field} must be an object with ip, ports and protocol")
-        ip = parse_ip(item.get("ip", "0.0.0.0"), f"{field}.ip")
-        for protocol in parse_protocols(item.get("protocol", "tcp"), f"{field}.protocol"):
-            for port in parse_port_spec(item.get("ports"), f"{field}.ports"):
-                changes.append(PutPort(ip, port, protocol, False, None, None))
-    return changes
+def initial_changes(spec: tuple[InitialPorts, ...]) -> list[PutPort]:
+    """``pool.initial_ports`` (checked and expanded by the config) as the store's changes."""
+    return [PutPort(item.ip, port, protocol, False, None, None)
+            for item in spec for protocol in item.protocols for port in item.ports]
+
+
+def preflight(settings: Settings) -> None:
+    """What the config cannot know alone, checked before any file or folder is created: a pool
+    about to be seeded must only hold addresses of this host (``pool.require_local_ip``), or the
+    database would be created with entries no server can bind, and never seeded again."""
+    if not settings.pool.require_local_ip or settings.database_path.exists():
+        return
+    for index, item in enumerate(settings.pool.initial_ports):
+        if not host.is_local_address(item.ip):
+            raise ConfigError(
+                f"{settings.path}: pool.initial_ports[{index}].ip must be an address of this host "
+                f'(or 0.0.0.0, ::), got "{item.ip}"; add it to an interface first, or set '
+                "pool.require_local_ip to false"
+            )
 
 
 def choose_firewall(settings: Settings) -> tuple[Firewall, str]:
     """iptables when ``firewall.enabled`` allows it and it can work; else none, saying why."""
-    section = settings.section("firewall")
-    netns = section.get("netns")
-    prefix = iptables.netns_prefix(str(netns)) if netns else []
-    on, reason = iptables.detect(section["enabled"], prefix)  # raises if "true" cannot work
+    wanted = settings.firewall
+    prefix = iptables.netns_prefix(wanted.netns) if wanted.netns else []
+    on, reason = iptables.detect(wanted.enabled, prefix)  # raises if "true" cannot work
     if not on:
         return NoFirewall(reason), "none"
-    chain = str(section.get("chain") or DEFAULT_CHAIN)
     firewall = iptables.IptablesFirewall(
-        chain, prefix, insert_jump=bool(section["insert_jump"]), reason=reason
+        wanted.chain, prefix, insert_jump=wanted.insert_jump, reason=reason
     )
     return firewall, "iptables"
 
@@ -59,20 +63,16 @@ def choose_firewall(settings: Settings) -> tuple[Firewall, str]:
 def hold_firewall_chain(settings: Settings) -> locks.HeldLock:
     """One daemon per chain per network namespace: at its start each one removes the rules of
     its chain that its own pool lacks, so two would delete each other's."""
-    section = settings.section("firewall")
-    netns = section.get("netns")
-    chain = str(section.get("chain") or DEFAULT_CHAIN)
-    return locks.hold_chain(chain, iptables.netns_path(str(netns)) if netns else "/proc/self/ns/net")
+    netns = settings.firewall.netns
+    return locks.hold_chain(settings.firewall.chain,
+                            iptables.netns_path(netns) if netns else "/proc/self/ns/net")
 
 
 def choose_writer(settings: Settings, store: SqliteStore) -> Writer:
     """How the store's transactions leave the event loop: ``storage.writer``."""
-    kind = str(settings.section("storage")["writer"]).lower()
-    if kind == "process":
-        return SqliteWriter(store.path)
-    if kind == "thread":
+    if settings.storage.writer == "thread":
         return ThreadWriter(store)
-    raise InvalidInput(f'storage.writer must be "process" or "thread" (got {kind!r})')
+    return SqliteWriter(store.path)
 
 
 # Written out so that mypy checks each engine against the service's Protocol on its own.
@@ -80,8 +80,7 @@ _ENGINES: tuple[type[Engine], ...] = (engines.DockerEngine, engines.NoEngine)
 
 
 def choose_engine(settings: Settings) -> tuple[Engine, str]:
-    section = settings.section("runtime")
-    engine, reason = engines.detect(str(section["kind"]), str(section["socket"]))
+    engine, reason = engines.detect(settings.runtime.kind, settings.runtime.socket)
     return engine, reason
 
 
@@ -108,26 +107,25 @@ class Lightd:
         else:
             self.runtime_reason = f"{engine.kind} engine given by the caller"
         self.engine: Engine = engine
-        pool = settings.section("pool")
+        pool = settings.pool
         self.pool = PoolService(
             self.store,
             self.firewall,
             host=host,
-            host_check=bool(pool["host_check"]),
-            require_local_ip=bool(pool["require_local_ip"]),
+            host_check=pool.host_check,
+            require_local_ip=pool.require_local_ip,
             writer=choose_writer(settings, self.store),
-            write_timeout=settings.write_timeout,
+            write_timeout=settings.storage.write_timeout,
         )
-        runtime = settings.section("runtime")
         self.containers = ContainerService(
-            self.pool, self.engine, stop_timeout=int(runtime["stop_timeout"])
+            self.pool, self.engine, stop_timeout=settings.runtime.stop_timeout
         )
         self.startup: dict[str, Any] = {}
 
     async def start(self) -> None:
         self.store.open()
         if self.store.created:
-            seed = initial_changes(self.settings.initial_ports)
+            seed = initial_changes(self.settings.pool.initial_ports)
             self.store.apply(seed)
             log.info("created %s with %d initial ports", self.store.path, len(seed))
         # The store's writer process starts (up to waiting for it) while the pool loads.
@@ -155,7 +153,7 @@ class Lightd:
             report = await self.firewall.reconcile(self.pool.pool.entries())
         except LightdError as exc:
             # With firewall.enabled true the daemon must not run without its rules.
-            if iptables.parse_enabled(self.settings.section("firewall")["enabled"]) == "on":
+            if self.settings.firewall.enabled == "on":
                 raise
             log.error("firewall reconcile failed; serving without it: %s", exc.message)
             self.startup["firewall"] = {"error": exc.message}

@@ -60,7 +60,7 @@ def serve(
         protocol_class,
         raise_open_files_limit,
     )
-    from lightd.bootstrap import build
+    from lightd.bootstrap import build, preflight
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The order is the point: nothing is read or changed before this process owns the data
@@ -68,13 +68,14 @@ def serve(
     # cannot serve leaves the pool, the firewall and the engine as they were.
     try:
         settings = load_or_create(config_path(config)).with_overrides(host, port)
-        bounds = (settings.header_timeout, settings.body_timeout, settings.max_connections)
-        data_lock = hold_data_folder(settings.base_path)
+        preflight(settings)
+        api = settings.api
+        data_lock = hold_data_folder(settings.storage.base_path)
     except LightdError as exc:
         _fail(exc.message)
     try:
         try:
-            sockets = bind_listener(settings.host, _listen_port(settings.port))
+            sockets = bind_listener(api.host, api.port)
         except OSError as exc:
             _fail(str(exc.strerror or exc))
         try:
@@ -83,19 +84,18 @@ def serve(
             for sock in sockets:
                 sock.close()
             _fail(exc.message)
-        header_timeout, body_timeout, wanted = bounds
-        http = protocol_class(header_timeout, body_timeout,
-                              connection_budget(wanted, raise_open_files_limit()))
+        http = protocol_class(api.header_timeout, api.body_timeout,
+                              connection_budget(api.max_connections, raise_open_files_limit()))
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(daemon),
-                host=settings.host,
-                port=settings.port,
+                host=api.host,
+                port=api.port,
                 loop="uvloop" if _has("uvloop") else "asyncio",
                 http=http,
                 ws="none",
                 lifespan="on",
-                access_log=settings.access_log,
+                access_log=api.access_log,
                 log_level="info",
                 server_header=False,
             )
@@ -107,12 +107,6 @@ def serve(
             raise typer.Exit(1)
     finally:
         data_lock.release()
-
-
-def _listen_port(value: int) -> int:
-    if not 0 <= value <= 65535:
-        _fail(f"api.port must be from 0 to 65535 (got {value})")
-    return value
 
 
 def _url(sock: Any) -> str:

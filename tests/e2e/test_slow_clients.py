@@ -198,5 +198,5 @@ def test_a_bad_bound_stops_the_start_with_one_line_naming_it(tmp_path, key, valu
         pytest.fail(f"lightd started with api.{key} = {value!r} instead of refusing")
     assert done.returncode != 0
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith(f"lightd: api.{key} must be ")
+    assert line.startswith(f"lightd: {path}: api.{key} must be ")
     assert not (tmp_path / "data").exists(), "nothing was created"

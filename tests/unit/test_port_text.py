@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from lightd.bootstrap import initial_changes
+from lightd.config import parse
 from lightd.core.entry import parse_bounded, parse_ip, parse_port_text
 from lightd.core.ranges import parse_port_spec, parse_protocols
 from lightd.errors import InvalidInput, quoted
@@ -112,8 +114,9 @@ def test_an_ipv4_mapped_ip_is_refused_naming_the_ipv4_form(ip, ipv4):
 
 
 def test_an_ipv4_mapped_ip_in_initial_ports_is_refused_naming_the_setting():
-    with pytest.raises(InvalidInput, match=r"^pool\.initial_ports\[1\]\.ip .* 127\.0\.0\.1$"):
-        initial_changes([{"ip": "0.0.0.0", "ports": "1-2"}, {"ip": "::ffff:127.0.0.1", "ports": "1-2"}])
+    spec = [{"ip": "0.0.0.0", "ports": "1-2"}, {"ip": "::ffff:127.0.0.1", "ports": "1-2"}]
+    with pytest.raises(InvalidInput, match=r"^c\.json: pool\.initial_ports\[1\]\.ip .* 127\.0\.0\.1\)$"):
+        parse({"pool": {"initial_ports": spec}}, Path("c.json"), "c.json")
 
 
 @given(

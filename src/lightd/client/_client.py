@@ -41,15 +41,17 @@ class Client:
     @classmethod
     def from_config(cls, path: Path, url: str | None = None, **options: Any) -> Client:
         """A client for the daemon that the config file at ``path`` describes."""
-        from lightd.config import load_or_create
+        from lightd.config import load
 
-        settings = load_or_create(path)
-        host = settings.host
-        if host in ("0.0.0.0", "::", ""):
+        settings = load(path)  # read only: a client never creates or changes a config
+        host = settings.api.host
+        if host == "0.0.0.0":
             host = "127.0.0.1"
+        elif host == "::":
+            host = "[::1]"
         elif ":" in host:
             host = f"[{host}]"
-        return cls(url or f"http://{host}:{settings.port}", settings.token, **options)
+        return cls(url or f"http://{host}:{settings.api.port}", settings.token, **options)
 
     def __enter__(self) -> Client:
         return self
