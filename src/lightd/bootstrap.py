@@ -16,6 +16,7 @@ from lightd.config import InitialPorts, Settings
 from lightd.config_parse import ConfigError
 from lightd.core.changes import PutPort
 from lightd.errors import LightdError
+from lightd.metrics import Metrics
 from lightd.service.committer import ThreadWriter
 from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
@@ -107,6 +108,8 @@ class Lightd:
         else:
             self.runtime_reason = f"{engine.kind} engine given by the caller"
         self.engine: Engine = engine
+        # One per daemon, with its own registry; the pool and firewall gauges are read at scrape.
+        self.metrics = Metrics() if settings.metrics.enabled else Metrics.disabled()
         pool = settings.pool
         self.pool = PoolService(
             self.store,
@@ -116,7 +119,10 @@ class Lightd:
             require_local_ip=pool.require_local_ip,
             writer=choose_writer(settings, self.store),
             write_timeout=settings.storage.write_timeout,
+            metrics=self.metrics,
         )
+        self.metrics.watch_pool(lambda: self.pool.pool)
+        self.metrics.watch_firewall(self.firewall.status)
         self.containers = ContainerService(
             self.pool, self.engine, stop_timeout=settings.runtime.stop_timeout
         )

@@ -32,14 +32,18 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from lightd.core.pool import Pool
+from lightd.errors import NoAvailablePorts, StorageError
 
 __all__ = [
     "CLAIM_ERROR_REASONS",
     "CONTENT_TYPE",
+    "METHODS",
     "REPAIR_TYPES",
+    "UNMATCHED",
     "Histogram",
     "Metrics",
     "RouteStats",
+    "claim_error_reason",
     "pool_counts",
 ]
 
@@ -47,9 +51,11 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CHANGES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000, 100000)
 REPAIR_TYPES = ("squatter", "orphan", "idle", "firewall_drift")
+# Claims the pool could not meet or save; a claim refused for its body is a 400 of
+# lightd_http_requests_total and never reaches the pool.
+CLAIM_ERROR_REASONS = ("no_available_ports", "storage", "other")
 # Every label value comes from a fixed set, so no client can grow the number of series: a
 # method lightd does not serve is "other", a path no route matches is "unmatched".
-CLAIM_ERROR_REASONS = ("no_available_ports", "storage", "invalid_input", "conflict", "other")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"
 
@@ -95,6 +101,20 @@ class RouteStats:
         statuses = self.statuses
         statuses[status] = statuses.get(status, 0) + 1
         self.duration.observe(seconds)
+
+
+def claim_error_reason(exc: BaseException) -> str:
+    """The ``reason`` label of a failed claim (one of CLAIM_ERROR_REASONS)."""
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return "other"
+
+
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (NoAvailablePorts, "no_available_ports"),
+    (StorageError, "storage"),
+)
 
 
 def pool_counts(pool: Pool) -> dict[str, tuple[int, int, int]]:

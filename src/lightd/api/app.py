@@ -17,8 +17,10 @@ from lightd.api.middleware import GuardMiddleware
 from lightd.api.openapi import install_openapi
 from lightd.api.responses import json_response
 from lightd.api.routes_containers import add_container_routes
+from lightd.api.routes_metrics import add_metrics_route
 from lightd.api.routes_pool import add_pool_routes
 from lightd.api.routes_system import add_system_routes
+from lightd.metrics import Metrics
 from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
 
@@ -31,6 +33,7 @@ class Daemon(Protocol):
     token: str
     pool: PoolService
     containers: ContainerService
+    metrics: Metrics
 
     async def start(self) -> None: ...
 
@@ -68,10 +71,12 @@ def create_app(daemon: Daemon, fast_path: bool = True) -> FastAPI:
     add_pool_routes(app, daemon.pool)
     add_container_routes(app, daemon.containers)
     add_system_routes(app, daemon)
+    add_metrics_route(app, daemon.metrics)
     install_openapi(app)
-    # Added last, runs first: the guard, then the fast path for ping, random and claim.
-    if fast_path:
-        app.add_middleware(FastPath, service=daemon.pool)
-    app.add_middleware(GuardMiddleware, token=daemon.token)
+    # Added last, runs first: the guard, then the fast path for ping, random and claim (which
+    # also counts the requests for the metrics, so it is there with fast_path=False too).
+    app.add_middleware(FastPath, service=daemon.pool, metrics=daemon.metrics, hot=fast_path)
+    app.add_middleware(GuardMiddleware, token=daemon.token, metrics=daemon.metrics,
+                       routes=app.routes)
     return app
 

@@ -156,12 +156,13 @@ def answer(exc: BaseException, method: str, path: str) -> Answer:
     return Answer(status, {"error": message, **extra}, headers)
 
 
-async def send_error(send: Send, exc: BaseException, method: str, path: str) -> None:
-    """Answer ``exc`` straight from ASGI (middleware, the fast path)."""
+async def send_error(send: Send, exc: BaseException, method: str, path: str) -> int:
+    """Answer ``exc`` straight from ASGI (middleware, the fast path); return its status."""
     reply = answer(exc, method, path)
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
                for name, value in reply.headers.items()]
     await send_json(send, reply.status, orjson.Fragment(reply.encoded()), headers)
+    return reply.status
 
 
 def _loc_text(loc: tuple[Any, ...]) -> str:

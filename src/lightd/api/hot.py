@@ -8,17 +8,19 @@ dependency machinery, which costs more than the pool itself. One behaviour, two 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lightd.api.errors import send_error, validation_message
 from lightd.api.responses import Encoded, encode_in_pieces, send_json
 from lightd.api.schemas import Claim, entry_out
 from lightd.core.entry import parse_ip, parse_protocol
 from lightd.errors import InvalidInput, NoAvailablePorts, NotFound
+from lightd.metrics import UNMATCHED, Metrics, RouteStats
 from lightd.service.pool_service import PoolService
 
 __all__ = ["FastPath", "claim_ports", "ping", "random_port"]
@@ -75,28 +77,67 @@ class FastPath:
 
     It sits inside the guard middleware, so the token, vendor and body checks still apply, and
     its errors are answered by the same error map as FastAPI's routes (``errors.answer``).
+
+    It also counts every request that passed the guard for ``lightd_http_requests_total`` (the
+    guard counts its own refusals): the hot routes with their stats bound here once, so a
+    request costs two clock reads and two increments; the others through a ``send`` that notes
+    the status, labelled with the template of the route FastAPI matched (``scope["route"]``),
+    never the raw path. ``hot=False`` sends the hot routes to FastAPI too (tests compare).
     """
 
-    def __init__(self, app: ASGIApp, service: PoolService) -> None:
+    def __init__(
+        self, app: ASGIApp, service: PoolService, metrics: Metrics | None = None, hot: bool = True
+    ) -> None:
         self.app = app
         self.service = service
-        self.routes: dict[tuple[str, str], Handler] = {
+        self.metrics = metrics if metrics is not None and metrics.enabled else None
+        handlers: dict[tuple[str, str], Handler] = {
             ("GET", "/api/v1/public/ping"): self._ping,
             ("GET", "/network/ports/random"): self._random,
             ("POST", "/network/ports/claim"): self._claim,
         }
+        metrics = self.metrics
+        self.routes: dict[tuple[str, str], tuple[Handler, RouteStats | None]] = {
+            key: (handler, None if metrics is None else metrics.route(*key))
+            for key, handler in (handlers.items() if hot else ())
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.routes.get((scope.get("method", ""), scope.get("path", "")))
-        if handler is None or scope["type"] != "http":
-            await self.app(scope, receive, send)
+        route = self.routes.get((scope.get("method", ""), scope.get("path", "")))
+        if route is None or scope["type"] != "http":
+            if self.metrics is None or scope["type"] != "http":
+                await self.app(scope, receive, send)
+            else:
+                await self._counted(self.metrics, scope, receive, send)
             return
+        handler, stats = route
+        start = perf_counter()
         try:
             status, body = await handler(scope, receive)
         except Exception as exc:
-            await send_error(send, exc, scope["method"], scope["path"])
-            return
-        await send_json(send, status, body)
+            status = await send_error(send, exc, scope["method"], scope["path"])
+        else:
+            await send_json(send, status, body)
+        if stats is not None:
+            stats.done(status, perf_counter() - start)
+
+    async def _counted(self, metrics: Metrics, scope: Scope, receive: Receive, send: Send) -> None:
+        start = perf_counter()
+        status = 0
+
+        async def counting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting)
+        finally:
+            # Counted once an answer began (a 500 too); a client that left before is not.
+            if status:
+                template = getattr(scope.get("route"), "path", None) or UNMATCHED
+                metrics.route(scope["method"], template).done(status, perf_counter() - start)
 
     async def _ping(self, scope: Scope, receive: Receive) -> tuple[int, Json]:
         return 200, ping()

@@ -8,13 +8,17 @@ the hot paths (``random`` must run at nearly the rate of ``ping``). A refusal is
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
+from time import perf_counter
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lightd.api.body import check_json, read_body, replay
 from lightd.api.errors import send_error
 from lightd.api.headers import accepts, bearer_credentials
 from lightd.errors import BodyTooLarge, LightdError, NotAcceptable, Unauthorized
+from lightd.metrics import UNMATCHED, Metrics
 
 __all__ = [
     "AUTH_ERROR",
@@ -23,7 +27,9 @@ __all__ = [
     "PUBLIC_PATHS",
     "VENDOR",
     "VENDOR_ERROR",
+    "METRICS_PATH",
     "GuardMiddleware",
+    "route_template",
 ]
 
 VENDOR = "application/vnd.pkglatv1+json"
@@ -33,9 +39,21 @@ BODY_ERROR = BodyTooLarge().message
 MAX_BODY = 1024 * 1024
 _VENDOR_BYTES = VENDOR.encode()
 PUBLIC_PATHS = frozenset({"/api/v1/public/ping", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+# Prometheus sends an Accept of its own (text/plain, OpenMetrics): this one GET needs the token only.
+METRICS_PATH = "/metrics"
 # Methods whose body a route reads; any other body is left unread (and so ignored).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _JSON = (b"content-type", b"application/json")
+
+
+def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The template of the route ``scope`` names (``/network/ports/{ip}/{port}``), for labels:
+    never the raw path, so that no client can make a series per address."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return str(getattr(route, "path", UNMATCHED))
+    return UNMATCHED
 
 
 class GuardMiddleware:
@@ -46,19 +64,34 @@ class GuardMiddleware:
     ``Content-Type`` (see ``lightd.api.body``). The app then reads it as JSON.
     """
 
-    def __init__(self, app: ASGIApp, token: str, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        max_body: int = MAX_BODY,
+        metrics: Metrics | None = None,
+        routes: Sequence[BaseRoute] = (),
+    ) -> None:
         self.app = app
         self.token = token.encode()
         self.max_body = max_body
+        # Refusals are counted here (what passes is counted by the fast path), labelled with
+        # the template of the route ``routes`` (the app's, read when needed) matches.
+        self.metrics = metrics if metrics is not None and metrics.enabled else None
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        start = perf_counter()
         try:
             checked = await self._check(scope, receive)
         except LightdError as exc:
-            await send_error(send, exc, scope["method"], scope["path"])
+            status = await send_error(send, exc, scope["method"], scope["path"])
+            if self.metrics is not None:
+                template = route_template(self.routes, scope)
+                self.metrics.route(scope["method"], template).done(status, perf_counter() - start)
             return
         if checked is not None:
             await self.app(*checked, send)
@@ -84,7 +117,9 @@ class GuardMiddleware:
         credentials = bearer_credentials(authorization)
         if not hmac.compare_digest(credentials or b"", self.token) or credentials is None:
             raise Unauthorized()
-        if not accepts(b",".join(accept), _VENDOR_BYTES):
+        if not accepts(b",".join(accept), _VENDOR_BYTES) and not (
+            scope["path"] == METRICS_PATH and scope["method"] == "GET"
+        ):
             raise NotAcceptable()
         if scope["method"] not in _BODY_METHODS:
             return scope, receive

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from typing import Any
 
 from lightd.core.changes import Change
 from lightd.errors import StorageError
+from lightd.metrics import Metrics
 from lightd.service.ports import Store
 
 __all__ = ["DEFAULT_TIMEOUT", "Committer", "ThreadWriter"]
@@ -75,8 +77,10 @@ class Committer:
         on_failure: Callable[[], None] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         abandon: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._write = write
+        self._metrics = metrics or Metrics.disabled()
         self._on_failure = on_failure
         self._timeout = timeout
         self._abandon = abandon
@@ -177,11 +181,14 @@ class Committer:
         if not changes:  # only barriers: everything before them is already durable
             self._settle(waiters, settled, None)
             return
+        started = time.perf_counter()
         writing = self._write(changes)
         self._answered = self._loop.create_future()
         self._deadline = self._loop.call_later(self._timeout, self._overdue_now, waiters)
         writing.add_done_callback(
-            lambda done: self._settle(waiters, settled, done.exception(), wrote=True)
+            lambda done: self._settle(
+                waiters, settled, done.exception(), wrote=True, started=started, count=len(changes)
+            )
         )
 
     def _wake_readers(self) -> None:
@@ -198,6 +205,7 @@ class Committer:
             f"(since {_now()})"
         )
         log.error("%s; failing the changes waiting for it", self._overdue)
+        self._metrics.commit_failed()
         self._set_unhealthy(self._overdue)
         failure = StorageError(
             f"the change was not confirmed within {self._timeout:g} s: the store's writer did "
@@ -219,6 +227,8 @@ class Committer:
         settled: asyncio.Future[None],
         error: BaseException | None,
         wrote: bool = False,
+        started: float = 0.0,
+        count: int = 0,
     ) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
@@ -229,6 +239,7 @@ class Committer:
             if wrote:
                 self.transactions += 1
                 self._unhealthy = None
+                self._metrics.committed(time.perf_counter() - started, count)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -238,6 +249,8 @@ class Committer:
                 self._on_failure()
         else:
             log.error("storage transaction failed, state reloaded from the store: %s", error)
+            if overdue is None:  # an overdue one was counted when it became overdue
+                self._metrics.commit_failed()
             failure = error if isinstance(error, StorageError) else StorageError(
                 f"could not save the change: {error}"
             )

@@ -30,6 +30,7 @@ from lightd.errors import (
     NotFound,
     StorageError,
 )
+from lightd.metrics import Metrics, claim_error_reason
 from lightd.service.claims import Gate, SlicedClaim
 from lightd.service.committer import DEFAULT_TIMEOUT, Committer, ThreadWriter
 from lightd.service.host_check import HostCheck
@@ -58,8 +59,10 @@ class PoolService:
         require_local_ip: bool = True,
         writer: Writer | None = None,
         write_timeout: float = DEFAULT_TIMEOUT,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics.disabled()
         # How long the writer may take to confirm a transaction before it is given up.
         self.write_timeout = write_timeout
         # Writes the store's transactions off the event loop (the store's own thread by default).
@@ -90,7 +93,8 @@ class PoolService:
     async def start(self) -> None:
         await self.writer.start()
         self.committer = Committer(self.writer.write, on_failure=self.load,
-                                   timeout=self.write_timeout, abandon=self.writer.abandon)
+                                   timeout=self.write_timeout, abandon=self.writer.abandon,
+                                   metrics=self.metrics)
         self.committer.start()
 
     async def stop(self) -> None:
@@ -234,6 +238,23 @@ class PoolService:
         (service.claims): nobody sees or takes its entries half claimed, and if it fails it
         gives back everything it took.
         """
+        try:
+            entries = await self._claim(count, protocols, ip, contiguous, note, container)
+        except LightdError as exc:
+            self.metrics.claim_failed(claim_error_reason(exc))
+            raise
+        self.metrics.claimed(len(entries))
+        return entries
+
+    async def _claim(
+        self,
+        count: int,
+        protocols: tuple[str, ...],
+        ip: str | None,
+        contiguous: bool,
+        note: str | None,
+        container: str | None,
+    ) -> list[Entry]:
         await self.unclaimed()
         holder = holders.OPERATOR if container is None else holders.container_holder(container)
         if count == 1:  # the common claims (one port, or one number on both), in one go as ever
