@@ -26,13 +26,16 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}", "Accept": VENDOR}
 
 
 def write_test_config(folder: Path, **sections: dict[str, Any]) -> Path:
-    """A config that never touches the host: firewall off, no container engine."""
+    """A config that never touches the host: firewall off, no reserved ports, no container engine."""
     raw: dict[str, Any] = {
         "api": {"host": "127.0.0.1", "port": 0},
         "authorization": {"token": TOKEN},
         "storage": {"base_path": str(folder / "data")},
         "firewall": {"enabled": False},
         "runtime": {"kind": "none"},
+        # The kernel's reserved ports are the network namespace's: a test turns it on only for
+        # a daemon inside a namespace of its own (tests/e2e/test_reserved_ports_daemon.py).
+        "pool": {"reserve_ports": False},
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
