@@ -14,7 +14,7 @@ from lightd.core.entry import Entry, Key
 from lightd.errors import StorageError, Unavailable
 
 if TYPE_CHECKING:
-    from lightd.service.ports import Engine, Firewall, Store
+    from lightd.service.ports import Engine, Firewall, HostSockets, Store
 
 
 class MemoryStore:
@@ -232,7 +232,60 @@ def _copy(info: ContainerInfo) -> ContainerInfo:
     return ContainerInfo(**{**info, "bindings": list(info["bindings"])})
 
 
+class FakeSocket:
+    """A socket of :class:`FakeHost`'s tables, named as the real tables name one."""
+
+    def __init__(self, ip: str, port: int, protocol: str) -> None:
+        self.ip, self.port, self.protocol = ip, port, protocol
+
+    def label(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{host}:{self.port}/{self.protocol} LISTEN uid=0"
+
+
+class FakeHost:
+    """The host's socket tables as a test sets them: ``bound`` holds (ip, port, protocol) keys.
+
+    As Linux does, a wildcard clashes with every address of its family on the same port and
+    protocol. ``fail`` makes the next snapshots raise it; ``snapshots`` records what was asked.
+    """
+
+    def __init__(self, bound: Sequence[Key] = ()) -> None:
+        self.bound: set[Key] = set(bound)
+        self.fail: OSError | None = None
+        self.snapshots: list[tuple[tuple[str, ...], tuple[int, int] | None, bool]] = []
+
+    def snapshot(
+        self,
+        protocols: Sequence[str],
+        *,
+        ports: tuple[int, int] | None = None,
+        ignore_time_wait: bool = False,
+    ) -> FakeTable:
+        self.snapshots.append((tuple(protocols), ports, ignore_time_wait))
+        if self.fail is not None:
+            raise self.fail
+        low, high = ports or (1, 65535)
+        return FakeTable({k for k in self.bound if k[2] in protocols and low <= k[1] <= high})
+
+
+class FakeTable:
+    def __init__(self, bound: set[Key]) -> None:
+        self.bound = bound
+
+    def holders(self, ip: str, port: int, protocol: str) -> list[FakeSocket]:
+        v6 = ":" in ip
+        found = []
+        for bound_ip, bound_port, bound_protocol in sorted(self.bound):
+            if (bound_port, bound_protocol) != (port, protocol) or (":" in bound_ip) != v6:
+                continue
+            if bound_ip == ip or bound_ip in ("0.0.0.0", "::") or ip in ("0.0.0.0", "::"):
+                found.append(FakeSocket(bound_ip, port, protocol))
+        return found
+
+
 if TYPE_CHECKING:  # the fakes satisfy the Protocols the services take: `make lint` runs mypy on this file
     _store: Store = MemoryStore()
     _firewall: Firewall = FakeFirewall()
     _engine: Engine = FakeEngine()
+    _host: HostSockets = FakeHost()

@@ -21,6 +21,7 @@ from lightd.service.committer import ThreadWriter
 from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
 from lightd.service.ports import Engine, Firewall, NoFirewall, Writer
+from lightd.service.repair import RepairService
 
 __all__ = ["Lightd", "build", "preflight"]
 
@@ -126,6 +127,10 @@ class Lightd:
         self.containers = ContainerService(
             self.pool, self.engine, stop_timeout=settings.runtime.stop_timeout
         )
+        self.repair = RepairService(
+            self.pool, self.containers, self.engine, host, interval=settings.repair.interval,
+            idle_passes=settings.repair.idle_passes, metrics=self.metrics,
+        )
         self.startup: dict[str, Any] = {}
 
     async def start(self) -> None:
@@ -153,6 +158,7 @@ class Lightd:
         # transaction walking the requests still in flight, about 4 us of every claim. Their
         # objects die young; a collection every 50,000 net allocations still bounds the garbage.
         gc.set_threshold(50_000, 10, 10)
+        self.repair.start()  # its first pass one interval from now: start-up has just reconciled
 
     async def _reconcile_firewall(self) -> None:
         try:
@@ -184,6 +190,7 @@ class Lightd:
             log.warning("containers reconciled: %s", report)
 
     async def stop(self) -> None:
+        await self.repair.stop()
         await self.pool.stop()
         await self.containers.close()
         self.store.close()
@@ -206,6 +213,7 @@ class Lightd:
                         "containers": len(self.containers.containers)},
             "storage": self._storage_status(),
             "startup": self.startup,
+            "repair": self.repair.status(),
         }
 
     def _storage_status(self) -> dict[str, Any]:

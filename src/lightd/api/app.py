@@ -23,6 +23,7 @@ from lightd.api.routes_system import add_system_routes
 from lightd.metrics import Metrics
 from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
+from lightd.service.repair import RepairService
 
 __all__ = ["Daemon", "create_app"]
 
@@ -33,6 +34,7 @@ class Daemon(Protocol):
     token: str
     pool: PoolService
     containers: ContainerService
+    repair: RepairService
     metrics: Metrics
 
     async def start(self) -> None: ...

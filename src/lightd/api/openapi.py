@@ -193,6 +193,15 @@ _CONTAINER = _object(
     },
 )
 _ANY_OBJECT: Json = {"type": "object"}
+# One finding of a repair pass (lightd.service.repair_rules.Finding.to_json); more keys by type.
+_FINDING = _object(
+    {
+        "type": {"type": "string", "enum": ["squatter", "orphan", "idle", "firewall_drift"]},
+        "entry": {"anyOf": [_object(_KEY), {"type": "null"}]},
+        "message": _TEXT,
+        "since": _TEXT,
+    }
+)
 _NOT_FOUND = "Port not found in pool"
 _AMBIGUOUS_OR_HELD = (
     "The ip:port exists for tcp and udp and ?protocol= does not say which, or "
@@ -273,6 +282,19 @@ OPERATIONS: dict[str, tuple[Json, dict[int, str]]] = {
         },
     ),
     "GET /api/v1/status": (_ANY_OBJECT, {}),
+    "POST /api/v1/repair": (
+        _object(
+            {
+                "message": _TEXT,
+                "last_run": _TEXT,
+                "findings": _list(_FINDING),
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "errors": {"type": "object", "additionalProperties": _TEXT},
+            },
+            {"firewall": {"type": ["object", "null"]}, "seconds": {"type": "number"}},
+        ),
+        {503: "lightd is stopping: no repair pass was run"},
+    ),
     "GET /network/firewall": (_ANY_OBJECT, {}),
     "POST /network/firewall/reconcile": (_object({"message": _TEXT}), {}),
 }

@@ -8,6 +8,7 @@ in-memory change before anything is saved.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -103,8 +104,17 @@ class PoolService:
             await self.writer.close()
 
     async def reconcile_firewall(self) -> dict[str, Any]:
-        """Make the firewall equal to the pool (rules missing, stale or duplicated)."""
+        """Make the firewall equal to the pool (rules missing, stale or duplicated).
+
+        Not while a rule is being opened or closed: its entry is not in the pool yet (or any
+        more), so a reconcile given the pool then would undo that change once it is done (the
+        repair loop reconciles live, while clients add and delete). Once none is, the firewall
+        takes the pool as it is now before any later change can reach it.
+        """
         await self._settled()
+        while self._in_flight:
+            await asyncio.sleep(0.01)  # rare and short (one iptables batch): no event to keep
+            await self._settled()
         return await self.firewall.reconcile(self.pool.entries())
 
     async def save(self, changes: Sequence[Change]) -> None:

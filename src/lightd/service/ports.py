@@ -14,7 +14,18 @@ from lightd.core.containers import Binding
 from lightd.core.engine_view import ContainerInfo
 from lightd.core.entry import Entry
 
-__all__ = ["BoundPorts", "Engine", "Firewall", "Host", "NoFirewall", "Store", "Writer"]
+__all__ = [
+    "BoundPorts",
+    "Engine",
+    "Firewall",
+    "Host",
+    "HostSockets",
+    "NoFirewall",
+    "SocketHolder",
+    "SocketTable",
+    "Store",
+    "Writer",
+]
 
 
 class Store(Protocol):
@@ -99,6 +110,34 @@ class Host(Protocol):
 
     def is_local_address(self, ip: str) -> bool:
         """Whether some interface carries ``ip``; wildcards and loopback always pass."""
+
+
+class SocketHolder(Protocol):
+    """One socket that holds a port, as a report names it."""
+
+    def label(self) -> str: ...
+
+
+class SocketTable(Protocol):
+    """A snapshot of this host's sockets that can say which of them hold a port."""
+
+    def holders(self, ip: str, port: int, protocol: str) -> Sequence[SocketHolder]:
+        """The sockets that clash with an entry ``(ip, port, protocol)``; empty when none do."""
+
+
+class HostSockets(Protocol):
+    """The host's socket tables as the repair loop reads them (lightd.adapters.host is one).
+
+    Blocks (it reads the kernel's tables): call it in a thread.
+    """
+
+    def snapshot(
+        self,
+        protocols: Sequence[str],
+        *,
+        ports: tuple[int, int] | None = None,
+        ignore_time_wait: bool = False,
+    ) -> SocketTable: ...
 
 
 class Engine(Protocol):
