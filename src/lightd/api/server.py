@@ -16,6 +16,15 @@ A connection past its deadline is aborted (no answer: its request is not complet
 per connection looks at uvicorn's state four times per timeout, so a timeout of T closes between
 T and 1.25 T after the client fell behind. Hooks on every request's parser callbacks measured
 about 15% more daemon CPU per ``ping``; this costs about 2%.
+
+With ``api.tls`` lightd runs the TLS handshake itself (``loop.start_tls`` on the accepted
+connection) instead of handing the context to uvicorn: asyncio's own TLS server calls the
+protocol only once the handshake is done, so a client that connects and never finishes it would
+be invisible to all three bounds (60 s of handshake timeout each, and no limit on how many).
+Here the handshake is part of the head's time (it must be done, and the head read, within
+``header_timeout`` of the connect) and a connection in its handshake counts against
+``max_connections``; one over the limit is closed at once (no 503: nothing can be said to a
+client before its handshake).
 """
 
 from __future__ import annotations
@@ -26,13 +35,14 @@ import importlib.util
 import logging
 import resource
 import socket
+import ssl
 import time
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from uvicorn.protocols.http.flow_control import FlowControl
 
-__all__ = ["RESERVED_FDS", "bind_listener", "protocol_class", "raise_open_files_limit"]
+__all__ = ["RESERVED_FDS", "bind_listener", "connection_budget", "protocol_class", "raise_open_files_limit"]
 
 log = logging.getLogger("lightd.api.server")
 
@@ -167,6 +177,9 @@ class _Bounded:
         self._refused = True
         transport.write(REFUSED)
         transport.close()  # also stops reading: data_received is not called for it
+        self._warn_refused()
+
+    def _warn_refused(self) -> None:
         now = time.monotonic()
         if now - _Bounded._last_warning >= WARN_EVERY:
             _Bounded._last_warning = now
@@ -215,6 +228,121 @@ class _Bounded:
         self._timer = self.loop.call_at(now + self._period(), self._check)
 
 
+class _TlsFirst(_Bounded):
+    """The TLS handshake, run by lightd before uvicorn's protocol sees the connection (mixed in
+    before the bounded protocol class; see the module's docstring).
+
+    A connection goes through three phases, and ``data_received`` serves each:
+    ``_clear`` (bytes in clear, before ``start_tls`` took the transport: uvloop starts reading
+    right after ``connection_made``, whatever it paused, so the start of the client's hello can
+    land here; it is kept and handed to the TLS layer), ``_early`` (decrypted bytes that arrive
+    once the handshake is done but before the coroutine waiting for it resumes: the TLS layer
+    reads on at once), then uvicorn's protocol.
+    """
+
+    ssl_context: ssl.SSLContext
+    handshaking: set[_TlsFirst]  # one set per protocol class: accepted, handshake not done
+
+    _tcp: asyncio.Transport | None = None
+    _clear: bytearray | None = None
+    _early: bytearray | None = None
+    _handshake: asyncio.Task[None] | None = None
+    _lost = False
+    _accepted = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tcp = cast("asyncio.Transport", transport)
+        if len(self.connections) + len(self.handshaking) >= self.max_connections:
+            self._refused = True
+            tcp.close()
+            self._warn_refused()
+            return
+        self.handshaking.add(self)
+        self._accepted = self.loop.time()
+        self._tcp, self._clear = tcp, bytearray()
+        tcp.pause_reading()
+        self._handshake = self.loop.create_task(self._start_tls(tcp))
+
+    async def _start_tls(self, tcp: asyncio.Transport) -> None:
+        starting = asyncio.ensure_future(
+            self.loop.start_tls(
+                tcp,
+                cast("asyncio.BaseProtocol", self),
+                self.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self.header_timeout,
+                ssl_shutdown_timeout=self.header_timeout,
+            )
+        )
+        try:
+            try:
+                # start_tls's first step runs before this one resumes: it pauses the transport,
+                # gives it to the TLS layer and schedules that layer's start.
+                await asyncio.sleep(0)
+                self._hand_over(tcp)
+                encrypted = await starting
+            finally:
+                self.handshaking.discard(self)
+                if not starting.done():
+                    starting.cancel()
+        except (OSError, ValueError, RuntimeError) as exc:  # ssl.SSLError and timeouts are OSError
+            log.debug("closing a connection whose TLS handshake failed: %s", exc)
+            tcp.abort()
+            return
+        early, self._early = self._early, None
+        if self._lost or encrypted is None:
+            return
+        super().connection_made(encrypted)
+        self._since = self._accepted  # the head is owed within header_timeout of the connect
+        if early:
+            self.data_received(bytes(early))
+
+    def _hand_over(self, tcp: asyncio.Transport) -> None:
+        clear, self._clear, self._early = self._clear, None, bytearray()
+        layer: Any = tcp.get_protocol()
+        if layer is self:
+            raise RuntimeError("start_tls did not take the connection")
+        if clear:  # after the layer's connection_made and before the reading it resumes
+            self.loop.call_soon(_feed, tcp, layer, bytes(clear))
+
+    def data_received(self, data: bytes) -> None:
+        if self._clear is not None:
+            self._clear += data
+            if self._tcp is not None:
+                self._tcp.pause_reading()
+            return
+        if self._early is not None:
+            self._early += data
+            return
+        super().data_received(data)  # type: ignore[misc]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._clear is not None or self._early is not None:
+            # uvicorn's protocol never started: there is nothing of it to end.
+            self._lost = True
+            if self._handshake is not None:
+                self._handshake.cancel()
+            return
+        super().connection_lost(exc)
+
+
+def _feed(tcp: asyncio.Transport, layer: Any, data: bytes) -> None:
+    """Give ``data`` to the TLS layer as its transport would have (both asyncio's and uvloop's
+    are buffered protocols)."""
+    if tcp.is_closing():
+        return
+    if not hasattr(layer, "get_buffer"):
+        layer.data_received(data)
+        return
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(layer.get_buffer(len(view)))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        layer.buffer_updated(size)
+        view = view[size:]
+
+
 def _httptools_class() -> type[asyncio.Protocol]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -254,19 +382,24 @@ def _h11_class() -> type[asyncio.Protocol]:
 
 
 def protocol_class(
-    header_timeout: float, body_timeout: float, max_connections: int, kind: str | None = None
+    header_timeout: float,
+    body_timeout: float,
+    max_connections: int,
+    kind: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol (h11's when httptools is missing, or ``kind="h11"``) with
-    the bounds above; pass it as ``uvicorn.Config(http=...)``."""
+    the bounds above, speaking TLS with ``ssl_context`` when one is given; pass it as
+    ``uvicorn.Config(http=...)`` (and no ``ssl_*`` settings to uvicorn: the handshake is ours)."""
     if kind is None:
         kind = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
     base = _httptools_class() if kind == "httptools" else _h11_class()
-    return type(
-        base.__name__,
-        (base,),
-        {
-            "header_timeout": header_timeout,
-            "body_timeout": body_timeout,
-            "max_connections": max_connections,
-        },
-    )
+    bounds: dict[str, Any] = {
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+        "max_connections": max_connections,
+    }
+    if ssl_context is None:
+        return type(base.__name__, (base,), bounds)
+    bounds.update(ssl_context=ssl_context, handshaking=set())
+    return type("Tls" + base.__name__, (_TlsFirst, base), bounds)
