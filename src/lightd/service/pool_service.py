@@ -35,7 +35,8 @@ from lightd.metrics import Metrics, claim_error_reason
 from lightd.service.claims import Gate, SlicedClaim
 from lightd.service.committer import DEFAULT_TIMEOUT, Committer, ThreadWriter
 from lightd.service.host_check import HostCheck
-from lightd.service.ports import Firewall, Host, NoFirewall, Store, Writer
+from lightd.service.ports import Firewall, Host, NoFirewall, ReservedPorts, Store, Writer
+from lightd.service.reserved import ReservedNumbers
 
 __all__ = ["BulkDeleteResult", "PoolService"]
 
@@ -61,6 +62,7 @@ class PoolService:
         writer: Writer | None = None,
         write_timeout: float = DEFAULT_TIMEOUT,
         metrics: Metrics | None = None,
+        reserved: ReservedPorts | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics or Metrics.disabled()
@@ -82,6 +84,9 @@ class PoolService:
         self.gate = Gate()
         # Called after the pool is rebuilt from the store, for state kept beside it (containers).
         self.reload_hooks: list[Callable[[], None]] = []
+        # The pool's port numbers in the kernel's reserved ports (service.reserved).
+        self.reserved = ReservedNumbers(reserved)
+        self.reload_hooks.append(lambda: self.reserved.reset(self.pool.unsorted()))
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -226,11 +231,14 @@ class PoolService:
             self._in_flight.difference_update(keys)
         for entry in entries:
             self.pool.add(entry)
+        self.reserved.added(entries)
         try:
             await self.save([put_port(e) for e in entries])
         except StorageError:
             await self._undo_firewall(self.firewall.close, entries)
             raise
+        finally:
+            self.reserved.sync()  # once settled (a failed save rebuilt the pool and recounted)
 
     async def claim(
         self,
@@ -362,18 +370,22 @@ class PoolService:
         except StorageError:
             await self._undo_firewall(self.firewall.open, entries)
             raise
+        finally:
+            self.reserved.sync()
 
     async def _withdraw(self, entries: list[Entry]) -> None:
         """Take entries out of the pool and close their rules; on failure put them back."""
         keys = [entry.key for entry in entries]
         for entry in entries:
             self.pool.remove(entry.key)
+        self.reserved.removed(entries)
         self._in_flight.update(keys)  # until the rules are closed, the keys are not free to add
         try:
             await self.firewall.close(entries)
         except BaseException:
             for entry in entries:
                 self.pool.add(entry)
+            self.reserved.added(entries)
             raise
         finally:
             self._in_flight.difference_update(keys)

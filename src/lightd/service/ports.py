@@ -21,6 +21,8 @@ __all__ = [
     "Host",
     "HostSockets",
     "NoFirewall",
+    "NoReservedPorts",
+    "ReservedPorts",
     "SocketHolder",
     "SocketTable",
     "Store",
@@ -92,6 +94,41 @@ class NoFirewall:
 
     def status(self) -> dict[str, Any]:
         return {"enabled": False, "reason": self.reason}
+
+
+class ReservedPorts(Protocol):
+    """Keeps the pool's port numbers out of the kernel's choice of local ports for outgoing
+    connections (lightd.adapters.reserved_ports), keeping what others reserved."""
+
+    # False: apply() changes nothing from now on, so the service need not count numbers for it.
+    enabled: bool
+
+    def apply(self, wanted: bytes) -> None:
+        """Reserve for the pool exactly the numbers flagged 1 in ``wanted`` (65,536 bytes, one
+        per number); raise Unavailable on failure. Fast: it runs on the event loop."""
+
+    def warnings(self, ports: Sequence[int]) -> list[str]:
+        """Why adding these numbers to the pool is risky (empty when it is not)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class NoReservedPorts:
+    """The reservation when lightd keeps none, and says nothing about it (the unit tests')."""
+
+    enabled = False
+
+    def __init__(self, reason: str = "turned off") -> None:
+        self.reason = reason
+
+    def apply(self, wanted: bytes) -> None:
+        return None
+
+    def warnings(self, ports: Sequence[int]) -> list[str]:
+        return []
+
+    def status(self) -> dict[str, Any]:
+        return {"enabled": False, "reason": self.reason, "count": 0}
 
 
 class BoundPorts(Protocol):
