@@ -203,8 +203,8 @@ def engine_daemon(tmp_path, engine_url) -> Iterator[ServedDaemon]:  # noqa: F811
 
 def test_a_container_removed_behind_lightds_back_leaves_orphans_that_stay_held(
     engine_daemon,
-    engine,
-    request,  # noqa: F811
+    engine,  # noqa: F811
+    request,
 ):
     name = unique_name(request)
     port = engine_port()

@@ -55,9 +55,9 @@ T = TypeVar("T")
 
 DEFAULT_INTERVAL = 60.0
 DEFAULT_IDLE_PASSES = 10
-# Entries looked at between two turns of the event loop: a pool of 131,070 entries must not
-# hold it for the whole pass.
-_SLICE = 4096
+# Entries looked at between two turns of the event loop (a few ms): a pool of 131,070 entries
+# must not hold it for the whole pass.
+_SLICE = 1024
 
 
 class FindingsSink(Protocol):
@@ -231,8 +231,10 @@ class RepairService:
             if holder is None:
                 if self._available(entry):
                     before.free.append(entry.key)
+                    before.span(entry)
             elif holder == holders.OPERATOR:
                 before.manual.append(entry.key)
+                before.span(entry)
             elif holder.name is not None:
                 before.held.setdefault(holder.name, []).append(entry.key)
         before.containers = {name: self._container_state(name) for name in before.held}
@@ -254,11 +256,10 @@ class RepairService:
 
     async def _read_host(self, before: _Before, errors: dict[str, str]) -> SocketTable | None:
         host = self.host
-        keys = before.free + before.manual
-        if host is None or not keys:
+        if host is None or not before.protocols:
             return None
-        protocols = sorted({key[2] for key in keys})
-        ports = (min(key[1] for key in keys), max(key[1] for key in keys))
+        protocols = sorted(before.protocols)
+        ports = (before.low, before.high)
         try:
             # TIME_WAIT aside: it is what a connection leaves behind, not a process holding the
             # port (Docker's proxy leaves it on a port for a minute after each connection).
@@ -377,6 +378,13 @@ class _Before:
         self.manual: list[Key] = []
         self.held: dict[str, list[Key]] = {}
         self.containers: dict[str, tuple[str, str | None] | None] = {}
+        # What the socket tables are read for: these protocols, ports low..high.
+        self.protocols: set[str] = set()
+        self.low, self.high = 65535, 1
+
+    def span(self, entry: Entry) -> None:
+        self.protocols.add(entry.protocol)
+        self.low, self.high = min(self.low, entry.port), max(self.high, entry.port)
 
 
 def _label(key: Key) -> str:
