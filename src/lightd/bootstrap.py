@@ -22,6 +22,7 @@ from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
 from lightd.service.ports import Engine, Firewall, NoFirewall, Writer
 from lightd.service.repair import RepairService
+from lightd.tls import api_security
 
 __all__ = ["Lightd", "build", "preflight"]
 
@@ -109,6 +110,8 @@ class Lightd:
         else:
             self.runtime_reason = f"{engine.kind} engine given by the caller"
         self.engine: Engine = engine
+        # status()["api"]: whether the token travels encrypted (serve logs the warning).
+        self.api_security = api_security(settings.api.host, settings.api.tls is not None)
         # One per daemon, with its own registry; the pool and firewall gauges are read at scrape.
         self.metrics = Metrics() if settings.metrics.enabled else Metrics.disabled()
         pool = settings.pool
@@ -213,6 +216,7 @@ class Lightd:
                         "containers": len(self.containers.containers)},
             "storage": self._storage_status(),
             "startup": self.startup,
+            "api": self.api_security,
             "repair": self.repair.status(),
         }
 

@@ -61,6 +61,7 @@ def serve(
         raise_open_files_limit,
     )
     from lightd.bootstrap import build, preflight
+    from lightd.tls import pem_fingerprint, server_context
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The order is the point: nothing is read or changed before this process owns the data
@@ -70,6 +71,7 @@ def serve(
         settings = load_or_create(config_path(config)).with_overrides(host, port)
         preflight(settings)
         api = settings.api
+        tls = None if api.tls is None else server_context(api.tls.cert, api.tls.key, str(settings.path))
         data_lock = hold_data_folder(settings.storage.base_path)
     except LightdError as exc:
         _fail(exc.message)
@@ -85,7 +87,8 @@ def serve(
                 sock.close()
             _fail(exc.message)
         http = protocol_class(api.header_timeout, api.body_timeout,
-                              connection_budget(api.max_connections, raise_open_files_limit()))
+                              connection_budget(api.max_connections, raise_open_files_limit()),
+                              ssl_context=tls)
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(daemon),
@@ -100,8 +103,14 @@ def serve(
                 server_header=False,
             )
         )
+        log = logging.getLogger("lightd")
         for sock in sockets:
-            logging.getLogger("lightd").info("listening on %s", _url(sock))
+            log.info("listening on %s", _url(sock, "http" if tls is None else "https"))
+        if api.tls is not None:
+            log.info("TLS certificate %s (%s), for clients' --pin",
+                     pem_fingerprint(api.tls.cert), api.tls.cert)
+        if daemon.api_security["warning"]:
+            log.warning("%s", daemon.api_security["warning"])
         server.run(sockets=sockets)
         if not server.started:
             raise typer.Exit(1)
@@ -109,9 +118,9 @@ def serve(
         data_lock.release()
 
 
-def _url(sock: Any) -> str:
+def _url(sock: Any, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _has(module: str) -> bool:
@@ -177,19 +186,29 @@ app.add_typer(ports_app, name="ports")
 UrlOption = Annotated[
     str | None, typer.Option("--url", help="lightd's address (default: from the config file)")
 ]
+# Without either, https is verified against the system's CAs, or, for the daemon of the config
+# file (no --url), against the certificate its api.tls names (README, TLS).
+CaCertOption = Annotated[
+    str | None, typer.Option("--cacert", help="verify https against the CAs in this PEM file")
+]
+PinOption = Annotated[
+    list[str] | None,
+    typer.Option("--pin", help="trust exactly this server certificate: sha256:AB:CD:... (repeatable)"),
+]
 CHUNK = 4096
 
 
-def _client(config: str | None, url: str | None) -> Client:
+def _client(config: str | None, url: str | None, cacert: str | None = None,
+            pin: list[str] | None = None) -> Client:
     import os
 
     from lightd.client import Client
 
     token = os.environ.get("LIGHTD_TOKEN")
-    if token and url:
-        return Client(url, token)
     try:
-        return Client.from_config(config_path(config), url=url)
+        if token and url:
+            return Client(url, token, cacert=cacert, pin=pin)
+        return Client.from_config(config_path(config), url=url, cacert=cacert, pin=pin)
     except LightdError as exc:
         _fail(exc.message)
 
@@ -211,6 +230,8 @@ def ports_add(
     note: Annotated[str | None, typer.Option(help="a note kept with each entry")] = None,
     config: ConfigOption = None,
     url: UrlOption = None,
+    cacert: CaCertOption = None,
+    pin: PinOption = None,
 ) -> None:
     """Add ports and ranges to the pool; existing entries are left as they are."""
     try:
@@ -221,7 +242,7 @@ def ports_add(
     added = skipped = 0
     # One call per chunk of 4096 numbers, so a big range shows progress; each call is atomic.
     with (
-        _client(config, url) as client,
+        _client(config, url, cacert, pin) as client,
         typer.progressbar(chunks, label="adding", hidden=len(chunks) < 2, file=sys.stderr) as bar,
     ):
         for chunk in bar:
@@ -239,12 +260,14 @@ def ports_ls(
     protocol: Annotated[str | None, typer.Option("--protocol", "-p", help="tcp or udp")] = None,
     config: ConfigOption = None,
     url: UrlOption = None,
+    cacert: CaCertOption = None,
+    pin: PinOption = None,
 ) -> None:
     """List the pool as a table."""
     if free and used:
         _fail("--free and --used exclude each other")
     in_use = True if used else False if free else None
-    with _client(config, url) as client:
+    with _client(config, url, cacert, pin) as client:
         entries = _run(lambda: client.list_ports(ip=ip, protocol=protocol, in_use=in_use))
     typer.echo(_table(entries))
 
@@ -258,9 +281,11 @@ def ports_claim(
     note: Annotated[str | None, typer.Option(help="a note kept with each entry")] = None,
     config: ConfigOption = None,
     url: UrlOption = None,
+    cacert: CaCertOption = None,
+    pin: PinOption = None,
 ) -> None:
     """Pick available ports at random and mark them in use, atomically."""
-    with _client(config, url) as client:
+    with _client(config, url, cacert, pin) as client:
         entries = _run(lambda: client.claim(count, ip, protocol, contiguous, note))
     typer.echo(_table(entries))
 

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from lightd.client._verify import client_ssl
 
 __all__ = ["Client", "ClientError"]
 
@@ -30,12 +33,17 @@ class Client:
         *,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        cacert: str | os.PathLike[str] | None = None,
+        pin: str | Sequence[str] | None = None,
     ) -> None:
+        """``cacert`` (a PEM file of CAs) and ``pin`` (``sha256:AB:CD:...`` of the server's
+        certificate, or several) verify an https ``url``; with neither, the system's CAs do."""
         self._http = httpx.Client(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": VENDOR},
             timeout=timeout,
             transport=transport,
+            verify=client_ssl(url, cacert, pin),
         )
 
     @classmethod
@@ -51,7 +59,15 @@ class Client:
             host = "[::1]"
         elif ":" in host:
             host = f"[{host}]"
-        return cls(url or f"http://{host}:{settings.api.port}", settings.token, **options)
+        tls = settings.api.tls
+        if url is None and tls is not None and not options.get("cacert") and not options.get("pin"):
+            # The daemon this config describes serves the certificate named in it: trust exactly
+            # that one (a self-signed certificate, or one that does not name 127.0.0.1).
+            from lightd.tls import pem_fingerprint
+
+            options["pin"] = pem_fingerprint(tls.cert, f"{settings.path}: api.tls.cert")
+        scheme = "http" if tls is None else "https"
+        return cls(url or f"{scheme}://{host}:{settings.api.port}", settings.token, **options)
 
     def __enter__(self) -> Client:
         return self
