@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -23,10 +24,12 @@ def free_port() -> int:
 
 class ServedDaemon:
     def __init__(self, config: Path, port: int | None = None, log: Path | None = None,
-                 prefix: list[str] | None = None) -> None:
+                 prefix: list[str] | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: the daemon serves HTTPS (api.tls in its config), verified with this context."""
         self.config = config
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = tls if tls is not None else True
+        self.url = f"{'http' if tls is None else 'https'}://127.0.0.1:{self.port}"
         self.log = log or config.parent / "lightd.log"
         self.prefix = prefix or []
         self.process: subprocess.Popen[bytes] | None = None
@@ -45,7 +48,8 @@ class ServedDaemon:
             if self.process.poll() is not None:
                 raise RuntimeError(f"lightd exited with {self.process.returncode}: {self.tail()}")
             try:
-                if httpx.get(self.url + "/api/v1/public/ping", timeout=0.5).status_code == 200:
+                ping = httpx.get(self.url + "/api/v1/public/ping", timeout=0.5, verify=self.verify)
+                if ping.status_code == 200:
                     return time.perf_counter() - started
             except httpx.HTTPError:
                 pass
