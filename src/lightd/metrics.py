@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -152,6 +152,8 @@ class Metrics:
         self._pool: Callable[[], Pool] | None = None
         self._firewall: Callable[[], Mapping[str, Any]] | None = None
         self.registry.register(_Collector(self))
+        # The daemon's CPU time, memory, open files and start time (process_*), from /proc.
+        ProcessCollector(registry=self.registry)
 
     @classmethod
     def disabled(cls) -> Metrics:

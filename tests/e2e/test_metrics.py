@@ -116,6 +116,7 @@ def test_metrics_after_known_changes(served):
         "firewall_drift",
     }
     assert ("lightd_reserved_ports", ()) in samples
+    assert value(samples, "process_resident_memory_bytes") > 0
 
 
 def test_methods_outside_the_api_share_one_label(served):
@@ -155,5 +156,26 @@ def test_metrics_turned_off(tmp_path):
             added = client.post("/network/ports", json={"ip": "127.0.0.1", "port": 20000})
             assert added.status_code == 201
             assert client.post("/network/ports/claim", json={}).status_code == 200
+    finally:
+        daemon.stop()
+
+
+def test_firewall_rules_by_family(tmp_path, ns):
+    """The rules of lightd's chain, counted per family, in a private network namespace."""
+    config = write_test_config(tmp_path, pool=POOL, firewall={"enabled": True, "netns": ns.path})
+    daemon = ServedDaemon(config)
+    daemon.start()
+    try:
+        start = {(("family", "ipv4"),): 0, (("family", "ipv6"),): 0}
+        assert named(scrape(daemon), "lightd_firewall_rules") == start
+        with httpx.Client(base_url=daemon.url, headers=HEADERS) as client:
+            for body in (
+                {"ip": "127.0.0.1", "ports": ["20000-20002"], "protocol": "tcp"},
+                {"ip": "::", "ports": [20005], "protocol": "udp"},
+            ):
+                assert client.post("/network/ports/bulk", json=body).status_code == 201
+        rules = named(scrape(daemon), "lightd_firewall_rules")
+        assert rules == {(("family", "ipv4"),): 3, (("family", "ipv6"),): 1}
+        assert len(ns.rules("LIGHTD", 4)) == 3 and len(ns.rules("LIGHTD", 6)) == 1
     finally:
         daemon.stop()
