@@ -44,6 +44,29 @@ def write_test_config(folder: Path, **sections: dict[str, Any]) -> Path:
     return path
 
 
+HOST_RESERVED_PORTS = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+
+
+def _host_reserved_ports() -> str | None:
+    try:
+        with open(HOST_RESERVED_PORTS) as listed:
+            return listed.read()
+    except OSError:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def host_reserved_ports_untouched() -> Iterator[None]:
+    """No test may change the host's own net.ipv4.ip_local_reserved_ports: a root lightd keeps
+    its pool there unless pool.reserve_ports is false (write_test_config turns it off)."""
+    before = _host_reserved_ports()
+    yield
+    after = _host_reserved_ports()
+    if after != before:
+        pytest.fail(f"the test changed the host's {HOST_RESERVED_PORTS} from {before!r} to "
+                    f"{after!r}: give its daemon pool.reserve_ports false, or a namespace of its own")
+
+
 @pytest.fixture
 def ns() -> Iterator[NetNs]:
     """A private network namespace (skipped, or failed with CI=true, where none can be made)."""

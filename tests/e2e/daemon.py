@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
@@ -22,6 +23,24 @@ def free_port() -> int:
     return quiet_port()
 
 
+def refuse_host_reservation(config: Path, prefix: list[str]) -> None:
+    """A root daemon in the host's own network namespace would keep its pool in the host's
+    net.ipv4.ip_local_reserved_ports (pool.reserve_ports is on unless the config says false)."""
+    if os.geteuid() != 0 or any(arg.startswith("--net=") for arg in prefix):
+        return
+    try:
+        raw = json.loads(config.read_text())
+        pool = raw.get("pool") if isinstance(raw, dict) else None
+    except (OSError, ValueError):
+        return  # not a config lightd could start with
+    if not isinstance(pool, dict) or pool.get("reserve_ports") is not False:
+        raise RuntimeError(
+            f"{config}: a test daemon in the host's network namespace must have "
+            "pool.reserve_ports false (write_test_config's pool section has it), or run in a "
+            "private namespace (prefix nsenter --net=...)"
+        )
+
+
 class ServedDaemon:
     def __init__(self, config: Path, port: int | None = None, log: Path | None = None,
                  prefix: list[str] | None = None, tls: ssl.SSLContext | None = None) -> None:
@@ -36,6 +55,7 @@ class ServedDaemon:
 
     def start(self, timeout: float = 20.0) -> float:
         """Start the process; return seconds until it answered ping."""
+        refuse_host_reservation(self.config, self.prefix)
         lightd = Path(sys.executable).with_name("lightd")
         argv = [*self.prefix, str(lightd), "serve", "--config", str(self.config),
                 "--port", str(self.port)]

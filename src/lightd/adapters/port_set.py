@@ -54,7 +54,7 @@ class PortSet:
 
     @classmethod
     def of_flags(cls, flags: bytes | bytearray) -> PortSet:
-        """The numbers whose byte is 1 in ``flags`` (65,536 bytes, one per number)."""
+        """The numbers whose byte is 1 in ``flags`` (65,536 bytes, one per number, each 0 or 1)."""
         if len(flags) != PORTS:
             raise ValueError(f"port flags are {PORTS} bytes, not {len(flags)}")
         runs = []
@@ -71,7 +71,7 @@ class PortSet:
     @classmethod
     def parse(cls, text: str) -> PortSet:
         """The kernel's spelling (``"8080,40000-40049\\n"``, or just a newline for none)."""
-        text = text.strip()
+        text = text[:-1] if text.endswith("\n") else text
         runs = []
         for item in text.split(",") if text else ():
             match = _ITEM.fullmatch(item)
