@@ -73,6 +73,14 @@ def wait_for(what: str, check: Callable[[], Any]) -> Any:
         time.sleep(0.05)
 
 
+def assert_stops_cleanly(daemon: ServedDaemon) -> None:
+    """SIGTERM while the loop runs (a pass may be under way): the app shuts down, nothing fails."""
+    daemon.stop()
+    log = daemon.tail()
+    assert "Application shutdown complete" in log
+    assert "Traceback" not in log and "repair pass failed" not in log and "was destroyed" not in log
+
+
 @contextmanager
 def served(config) -> Iterator[ServedDaemon]:
     daemon = ServedDaemon(config)
@@ -115,6 +123,10 @@ def test_a_socket_bound_on_a_free_pool_port_is_a_squatter_until_it_closes(manual
         assert f"127.0.0.1:{squat_port}/tcp LISTEN" in found["sockets"][0]
         assert "another process on this host has it bound" in found["message"]
         assert first["counts"] == {"squatter": 1, "orphan": 0, "idle": 0, "firewall_drift": 0}
+        scraped = httpx.get(manual.url + "/metrics", headers={"Authorization": HEADERS["Authorization"]})
+        assert scraped.status_code == 200
+        assert 'lightd_repair_findings{type="squatter"} 1.0' in scraped.text
+        assert 'lightd_repair_findings{type="orphan"} 0.0' in scraped.text
         second = repair(manual)
         assert findings(second, "squatter") == [found], "the same finding, since its first pass"
         shown = status(manual)
@@ -165,6 +177,7 @@ def test_a_rule_deleted_by_hand_is_put_back_by_the_next_timed_pass(tmp_path, ns)
         wait_for("drift logged", lambda: line in daemon.tail())
         assert ns.save(4).count("-A INPUT -j LIGHTD") == 1
         assert status(daemon)["interval"] == 0.3
+        assert_stops_cleanly(daemon)
 
 
 def test_drift_is_repaired_by_post_and_reported_with_what_was_done(tmp_path, ns):
@@ -247,10 +260,11 @@ def test_a_port_marked_by_hand_with_nothing_bound_is_idle_after_n_passes(tmp_pat
         server.bind(("127.0.0.1", busy_port))
         server.listen()
         with served(config) as daemon:
+            # Read first: a pass that ends after this may have looked at the ports marked next.
+            counted_from = status(daemon)["passes"]
             for port in (idle_port, busy_port):
                 marked = call(daemon, "PUT", f"/network/ports/127.0.0.1/{port}/use", json={"in_use": True})
                 assert marked.status_code == 200
-            counted_from = status(daemon)["passes"]
             [idle] = wait_for("idle finding", lambda: findings(status(daemon), "idle"))
             assert status(daemon)["passes"] - counted_from >= 3, "not before 3 passes"
             assert idle["entry"] == {"ip": "127.0.0.1", "port": idle_port, "protocol": "tcp"}
@@ -261,3 +275,4 @@ def test_a_port_marked_by_hand_with_nothing_bound_is_idle_after_n_passes(tmp_pat
             line = f"repair: idle: 127.0.0.1:{idle_port}/tcp"
             wait_for("a few more passes", lambda: status(daemon)["passes"] >= counted_from + 6)
             assert daemon.tail().count(line) == 1, "logged once, not every pass"
+            assert_stops_cleanly(daemon)
