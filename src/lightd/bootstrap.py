@@ -13,7 +13,6 @@ from lightd.adapters import host, iptables, locks
 from lightd.adapters.sqlite_store import SqliteStore
 from lightd.adapters.sqlite_writer import SqliteWriter
 from lightd.config import InitialPorts, Settings
-from lightd.config_parse import ConfigError
 from lightd.core.changes import PutPort
 from lightd.errors import LightdError
 from lightd.metrics import Metrics
@@ -43,10 +42,10 @@ def preflight(settings: Settings) -> None:
         return
     for index, item in enumerate(settings.pool.initial_ports):
         if not host.is_local_address(item.ip):
-            raise ConfigError(
-                f"{settings.path}: pool.initial_ports[{index}].ip must be an address of this host "
-                f'(or 0.0.0.0, ::), got "{item.ip}"; add it to an interface first, or set '
-                "pool.require_local_ip to false"
+            raise settings.error(
+                f"pool.initial_ports[{index}].ip",
+                f'must be an address of this host (or 0.0.0.0, ::), got "{item.ip}"; add it to an '
+                "interface first, or set pool.require_local_ip to false",
             )
 
 

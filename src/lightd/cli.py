@@ -1,4 +1,16 @@
-"""The ``lightd`` command: ``serve`` runs the daemon, ``token`` manages the API token."""
+"""lightd: the daemon that owns this host's pool of network ports.
+
+\b
+Commands:
+  lightd serve                   run the daemon in the foreground
+  lightd config check            check the config file without starting anything
+  lightd token what|reset|set    show, regenerate or set the API token
+  lightd ports add|ls|claim      look at and change the running daemon's pool
+  lightd --version               print the version
+
+The commands that read the config take --config PATH (default: $LIGHTD_CONFIG, else
+./config.json). Only serve and token create the config file; the others only read it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +18,16 @@ import logging
 import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from lightd import __version__
 from lightd.config import (
+    Settings,
     config_path,
+    load,
     load_or_create,
     new_token,
     read_config,
@@ -28,9 +44,14 @@ T = TypeVar("T")
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-token_app = typer.Typer(no_args_is_help=True, help="Show, regenerate or set the API token.")
+# Plain help (click's own layout): rich's boxes and markup make help text that a terminal
+# without colours, a pager or a grep shows as noise, and rich markup in a note would be read.
+PLAIN: dict[str, Any] = {"rich_markup_mode": None, "pretty_exceptions_enable": False}
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, **PLAIN)
+token_app = typer.Typer(no_args_is_help=True, help="Show, regenerate or set the API token.", **PLAIN)
 app.add_typer(token_app, name="token")
+config_app = typer.Typer(no_args_is_help=True, help="Check the config file.", **PLAIN)
+app.add_typer(config_app, name="config")
 
 ConfigOption = Annotated[
     str | None,
@@ -41,6 +62,74 @@ ConfigOption = Annotated[
 def _fail(message: str) -> NoReturn:
     typer.echo(f"lightd: {message}", err=True)
     raise typer.Exit(2)
+
+
+def _version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"lightd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """The options before any command."""
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Check the config file as lightd serve would read it, without starting or creating anything.
+
+    Prints ok and a summary (exit 0), or the one line lightd serve would stop with (exit 2)."""
+    from lightd.bootstrap import preflight
+    from lightd.tls import server_context
+
+    path = config_path(config)
+    try:
+        settings = load(path)
+        preflight(settings)
+        if settings.api.tls is not None:  # the certificate and key as serve would load them
+            server_context(settings.api.tls.cert, settings.api.tls.key, str(settings.path))
+    except LightdError as exc:
+        _fail(exc.message)
+    typer.echo(f"{path}: ok")
+    for name, text in _summary(settings):
+        typer.echo(f"  {name:<9} {text}")
+    if _readable_by_others(path):
+        typer.echo(f"lightd: warning: {path} is readable by others; lightd serve sets it to 0600", err=True)
+
+
+def _summary(settings: Settings) -> list[tuple[str, str]]:
+    api, pool, storage = settings.api, settings.pool, settings.storage
+    on = {True: "on", False: "off"}
+    scheme = "http" if api.tls is None else "https"
+    host = f"[{api.host}]" if ":" in api.host else api.host
+    seeded = sum(len(item.ports) * len(item.protocols) for item in pool.initial_ports)
+    database = (f"{storage.database_path} exists" if storage.database_path.exists()
+                else f"{storage.database_path} is created at start with {seeded} initial ports")
+    repair = (f"every {settings.repair.interval:g} s" if settings.repair.interval else "off") + (
+        f", idle after {settings.repair.idle_passes} passes")
+    return [
+        ("api", f"{scheme}://{host}:{api.port}" + (f" (cert {api.tls.cert})" if api.tls else "")),
+        ("database", database),
+        ("writer", f"{storage.writer}, write timeout {storage.write_timeout:g} s"),
+        ("pool", f"host_check {on[pool.host_check]}, require_local_ip {on[pool.require_local_ip]}, "
+                 f"reserve_ports {on[pool.reserve_ports]}"),
+        ("firewall", f"{settings.firewall.enabled}, chain {settings.firewall.chain}"
+                     + (f", netns {settings.firewall.netns}" if settings.firewall.netns else "")),
+        ("runtime", f"{settings.runtime.kind}, socket {settings.runtime.socket}"),
+        ("repair", repair),
+        ("metrics", on[settings.metrics.enabled]),
+    ]
+
+
+def _readable_by_others(path: Path) -> bool:
+    import stat
+
+    return bool(stat.S_IMODE(path.stat().st_mode) & 0o077)
 
 
 @app.command()
@@ -68,8 +157,7 @@ def serve(
     # folder, and nothing is loaded or reconciled before it holds its address, so a start that
     # cannot serve leaves the pool, the firewall and the engine as they were.
     try:
-        settings = load_or_create(config_path(config)).with_overrides(host, port)
-        preflight(settings)
+        settings = load_or_create(config_path(config), preflight).with_overrides(host, port)
         api = settings.api
         tls = None if api.tls is None else server_context(api.tls.cert, api.tls.key, str(settings.path))
         data_lock = hold_data_folder(settings.storage.base_path)
@@ -172,7 +260,8 @@ def _store_token(config: str | None, token: str) -> None:
         raw = read_config(path)
     except LightdError as exc:
         _fail(exc.message)
-    raw.setdefault("authorization", {})["token"] = token
+    section = raw.get("authorization")
+    raw["authorization"] = {**(section if isinstance(section, dict) else {}), "token": token}
     write_config(path, raw)
     typer.echo(token)
     typer.echo("A running lightd uses the new token after it restarts.", err=True)
@@ -238,6 +327,7 @@ def ports_add(
         numbers = parse_port_spec(list(ports))  # text, so the one strict digit rule applies
     except LightdError as exc:
         _fail(exc.message)
+    _check_note(note)
     chunks = [numbers[i:i + CHUNK] for i in range(0, len(numbers), CHUNK)]
     added = skipped = 0
     # One call per chunk of 4096 numbers, so a big range shows progress; each call is atomic.
@@ -285,16 +375,33 @@ def ports_claim(
     pin: PinOption = None,
 ) -> None:
     """Pick available ports at random and mark them in use, atomically."""
+    _check_note(note)
     with _client(config, url, cacert, pin) as client:
         entries = _run(lambda: client.claim(count, ip, protocol, contiguous, note))
     typer.echo(_table(entries))
 
 
+def _check_note(note: str | None) -> None:
+    # A note is shown in tables and logs: an escape sequence or a newline in it could redraw
+    # the operator's terminal or fake a row.
+    if note is not None and not note.isprintable():
+        _fail(f"--note must be visible characters and spaces, got {_safe(note)}")
+
+
+def _safe(text: object) -> str:
+    """``text`` with every character a terminal would act on written as an escape (\\x1b, \\n)."""
+    shown = str(text)
+    if shown.isprintable():
+        return shown
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+
+
 def _table(entries: list[dict[str, Any]]) -> str:
     header = ("IP", "PORT", "PROTO", "IN USE", "CONTAINER", "NOTE")
+    # What the daemon sends is shown, never obeyed: notes come from any client of the API.
     rows = [
-        (e["ip"], str(e["port"]), e["protocol"], "yes" if e["in_use"] else "no",
-         e.get("container") or "-", e.get("note") or "")
+        (_safe(e["ip"]), str(e["port"]), _safe(e["protocol"]), "yes" if e["in_use"] else "no",
+         _safe(e.get("container") or "-"), _safe(e.get("note") or ""))
         for e in entries
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -156,6 +157,7 @@ class Settings:
     """Everything lightd reads from its config, typed; built by :func:`parse` and nothing else."""
 
     path: Path  # the config file, absolute
+    source: str = field(default="", compare=False)  # the file as the operator named it, for messages
     api: ApiSettings = ApiSettings()
     authorization: AuthorizationSettings = AuthorizationSettings()
     storage: StorageSettings = StorageSettings()
@@ -164,6 +166,10 @@ class Settings:
     runtime: RuntimeSettings = RuntimeSettings()
     repair: RepairSettings = RepairSettings()
     metrics: MetricsSettings = MetricsSettings()
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A refusal of ``key`` found after parsing (:func:`lightd.bootstrap.preflight`)."""
+        return ConfigError(f"{self.source or self.path}: {key} {message}")
 
     # Shorthands for what almost every caller wants.
     @property
@@ -204,6 +210,7 @@ def parse(raw: Any, path: Path, shown_path: str | None = None) -> Settings:
     api = top.section("api")
     settings = Settings(
         path=path,
+        source=where,
         api=ApiSettings(
             host=api.host("host", ApiSettings.host),
             port=api.port("port", ApiSettings.port),
@@ -275,7 +282,7 @@ def _firewall(section: Section) -> FirewallSettings:
 
 def _runtime(section: Section) -> RuntimeSettings:
     kind = section.choice("kind", RuntimeSettings.kind, ("auto", "docker", "none"))
-    sock = section.string("socket", RuntimeSettings.socket)
+    sock = section.socket("socket", RuntimeSettings.socket)
     stop_timeout = section.integer("stop_timeout", RuntimeSettings.stop_timeout, 0, MAX_TIMEOUT)
     section.done()
     return RuntimeSettings(kind, sock, stop_timeout)  # type: ignore[arg-type]  # checked by choice
@@ -406,19 +413,25 @@ def load(path: Path) -> Settings:
     return settings
 
 
-def load_or_create(path: Path) -> Settings:
+def load_or_create(path: Path, check: Callable[[Settings], None] | None = None) -> Settings:
     """Read the config at ``path``, creating it with a fresh token when it does not exist.
 
-    Nothing is written unless the whole file parses: a bad config stops the start unchanged.
+    Nothing is written unless the whole file parses and ``check`` (what only the caller can
+    check, such as :func:`lightd.bootstrap.preflight`) passes: a bad config stops the start with
+    every file as it was.
     """
     if not path.exists():
         raw = default_raw(new_token())
         settings = parse(raw, path, str(path))
+        if check is not None:
+            check(settings)
         write_config(path, raw)
         log.info("created %s with a new token (lightd token what shows it)", path)
         return settings
     raw = read_config(path)
     settings = parse(raw, path, str(path))
+    if check is not None:
+        check(settings)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         os.chmod(path, 0o600)

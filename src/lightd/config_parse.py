@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from lightd.adapters.iptables_rules import validate_chain
 from lightd.core.entry import parse_ip
@@ -30,6 +31,7 @@ C = TypeVar("C")
 MakeInitial = Callable[[str, tuple[int, ...], tuple[str, ...]], C]
 
 SHOWN_LIMIT = 60
+ENGINE_SCHEMES = ("unix", "tcp", "http", "https")
 # A host name as getaddrinfo takes it: labels of letters, digits and '-', dot-separated.
 _HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
@@ -187,13 +189,13 @@ class Section:
     def seconds(self, key: str, default: float, most: float, *, zero_ok: bool = False) -> float:
         def check(value: Any) -> float:
             # bool is an int to Python; NaN and infinity would never fire; the bound keeps the
-            # timer arithmetic in range.
+            # timer arithmetic in range (and is checked first: a huge int has no float).
             if (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
-                or not math.isfinite(value)
                 or not (value >= 0 if zero_ok else value > 0)
                 or value > most
+                or not math.isfinite(value)
             ):
                 raise _Bad(
                     f"0 (off) or a number of seconds up to {most:g}"
@@ -207,7 +209,25 @@ class Section:
     def string(self, key: str, default: str, *, allow_empty: bool = False) -> str:
         def check(value: Any) -> str:
             if not isinstance(value, str) or (not value and not allow_empty) or not value.isprintable():
-                raise _Bad("a string" if allow_empty else "a non-empty string of visible characters")
+                raise _Bad(
+                    "a string of visible characters"
+                    if allow_empty
+                    else "a non-empty string of visible characters"
+                )
+            return value
+
+        return self._get(key, check, default)
+
+    def socket(self, key: str, default: str) -> str:
+        """A unix socket path or an engine URL, as ``runtime.socket`` takes it."""
+
+        def check(value: Any) -> str:
+            if (
+                not isinstance(value, str)
+                or not value.isprintable()
+                or not (value.startswith("/") or urlsplit(value).scheme in ENGINE_SCHEMES)
+            ):
+                raise _Bad("a unix socket path or a unix://, tcp:// or http(s):// URL")
             return value
 
         return self._get(key, check, default)

@@ -86,15 +86,25 @@ class Client:
         try:
             body = response.json()
         except ValueError:
-            body = {"error": response.text or response.reason_phrase}
+            body = None
+        if not isinstance(body, dict):  # not lightd's answer: say what came instead
+            text = response.text[:200] or response.reason_phrase
+            if response.status_code < 400:
+                raise ClientError(response.status_code, f"{self._http.base_url} is not lightd: {text}")
+            body = {"error": text}
         if response.status_code >= 400:
             raise ClientError(response.status_code, str(body.get("error", body)), body)
-        return body  # type: ignore[no-any-return]
+        return body
 
     # -- the seed's endpoints ----------------------------------------------------------------
 
     def ping(self) -> bool:
-        return self._call("GET", "/api/v1/public/ping").get("status") == "ok"
+        """Whether lightd answers at this address: False (never an exception) when it is down,
+        unreachable, or something else answers."""
+        try:
+            return self._call("GET", "/api/v1/public/ping").get("status") == "ok"
+        except ClientError:
+            return False
 
     def add(self, ip: str, port: int, protocol: str = "tcp", note: str | None = None) -> Json:
         body: Json = {"ip": ip, "port": port, "protocol": protocol}
