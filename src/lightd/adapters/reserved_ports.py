@@ -173,11 +173,13 @@ def _risk(ports: Sequence[int], why: str, port_range: str) -> list[str]:
         return []
     items = inside.ranges()
     shown = ",".join(items[:10]) + (f" and {len(items) - 10} more ranges" if len(items) > 10 else "")
+    one = len(inside) == 1
     return [
-        f"ports {shown} are inside the kernel's ephemeral port range {low}-{high} "
-        f"(net.ipv4.ip_local_port_range) and lightd does not reserve them ({why}): any outgoing "
-        "connection of this host may take one as its local port, and a server started on it "
-        "then fails with 'address already in use'. Let lightd reserve them (pool.reserve_ports, "
+        f"{'port' if one else 'ports'} {shown} {'is' if one else 'are'} inside the kernel's "
+        f"ephemeral port range {low}-{high} (net.ipv4.ip_local_port_range) and lightd does not "
+        f"reserve {'it' if one else 'them'} ({why}): any outgoing connection of this host may "
+        f"take {'it' if one else 'one'} as its local port, and a server started on it then fails "
+        "with 'address already in use'. Let lightd reserve them (pool.reserve_ports, "
         "as root) or use ports outside that range"
     ]
 
@@ -341,7 +343,8 @@ class KernelReservation:
                 "reserved": self._count,
                 "list": _shown(target),
             }
-            log.info("reserved ports reconciled: %s", self._started)
+            what = "reconciled" if self.enabled else "taken back (turned off)"
+            log.info("reserved ports %s: %s", what, self._started)
 
     def warnings(self, ports: Sequence[int]) -> list[str]:
         if not self.enabled:

@@ -193,6 +193,9 @@ _CONTAINER = _object(
     },
 )
 _ANY_OBJECT: Json = {"type": "object"}
+# Only when there is something to say: ports added inside ip_local_port_range that lightd does
+# not keep in ip_local_reserved_ports (an outgoing connection may take one first).
+_WARNINGS: Json = {**_list(_TEXT), "minItems": 1}
 # One finding of a repair pass (lightd.service.repair_rules.Finding.to_json); more keys by type.
 _FINDING = _object(
     {
@@ -216,7 +219,7 @@ OPERATIONS: dict[str, tuple[Json, dict[int, str]]] = {
         {404: "No available ports in pool (none matches)", 503: _UNREAD},
     ),
     "POST /network/ports": (
-        _object({"message": _TEXT, **_KEY}, {"note": _NULLABLE_TEXT}),
+        _object({"message": _TEXT, **_KEY}, {"note": _NULLABLE_TEXT, "warnings": _WARNINGS}),
         {409: "Port already exists in pool"},
     ),
     "GET /network/ports": (
@@ -230,7 +233,8 @@ OPERATIONS: dict[str, tuple[Json, dict[int, str]]] = {
                 "added_count": {"type": "integer"},
                 "skipped_count": {"type": "integer"},
                 "skipped": _list(_object({**_KEY, "reason": _TEXT})),
-            }
+            },
+            {"warnings": _WARNINGS},
         ),
         {},
     ),

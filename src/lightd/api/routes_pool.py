@@ -71,6 +71,14 @@ def _entry_args(ip: str, port: str, protocol: str | None) -> tuple[str, int, str
     )
 
 
+def _warned(answer: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """The seed's answer as it is, plus ``warnings`` when there are any (ports the kernel may
+    give to outgoing connections, see lightd.adapters.reserved_ports)."""
+    if warnings:
+        answer["warnings"] = warnings
+    return answer
+
+
 def add_pool_routes(app: FastAPI, service: PoolService) -> None:
     """Routes go straight on the app: an included router costs a second match per request."""
     router = _Prefixed(app, "/network/ports", ["pool"])
@@ -91,16 +99,14 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
     @router.post("", status_code=201, summary="Add a port to the pool")
     async def add_port(body: AddPort) -> Response:
         entry = await service.add(body.ip, body.port, body.protocol, body.note)
-        return json_response(
-            {
-                "message": "Port added to pool",
-                "ip": entry.ip,
-                "port": entry.port,
-                "protocol": entry.protocol,
-                "note": entry.note,
-            },
-            201,
-        )
+        answer: dict[str, Any] = {
+            "message": "Port added to pool",
+            "ip": entry.ip,
+            "port": entry.port,
+            "protocol": entry.protocol,
+            "note": entry.note,
+        }
+        return json_response(_warned(answer, service.reserved.warnings([entry.port])), 201)
 
     @router.get("", summary="List the ports in the pool (all of them without parameters)")
     async def list_ports(
@@ -122,19 +128,18 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
     @router.post("/bulk", status_code=201, summary="Add ports and ranges in one transaction")
     async def bulk_add(body: BulkAdd) -> Response:
         added, skipped = await service.add_many(body.ip, body.protocols, body.numbers, body.note)
-        return json_response(
-            {
-                "message": f"Added {len(added)} ports to pool",
-                "added_count": len(added),
-                "skipped_count": len(skipped),
-                "skipped": [
-                    {"ip": e.ip, "port": e.port, "protocol": e.protocol,
-                     "reason": "Port already exists in pool"}
-                    for e in skipped
-                ],
-            },
-            201,
-        )
+        answer: dict[str, Any] = {
+            "message": f"Added {len(added)} ports to pool",
+            "added_count": len(added),
+            "skipped_count": len(skipped),
+            "skipped": [
+                {"ip": e.ip, "port": e.port, "protocol": e.protocol,
+                 "reason": "Port already exists in pool"}
+                for e in skipped
+            ],
+        }
+        warnings = service.reserved.warnings(sorted({e.port for e in added}))
+        return json_response(_warned(answer, warnings), 201)
 
     @router.post("/claim", summary="Pick available ports at random and mark them in use, atomically")
     async def claim(body: Annotated[Claim | None, Body()] = None) -> Response:
