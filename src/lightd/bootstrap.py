@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from lightd import __version__
 from lightd.adapters import engine as engines
-from lightd.adapters import host, iptables, locks
+from lightd.adapters import host, iptables, locks, reserved_ports
 from lightd.adapters.sqlite_store import SqliteStore
 from lightd.adapters.sqlite_writer import SqliteWriter
 from lightd.config import InitialPorts, Settings
@@ -19,7 +20,7 @@ from lightd.metrics import Metrics
 from lightd.service.committer import ThreadWriter
 from lightd.service.containers import ContainerService
 from lightd.service.pool_service import PoolService
-from lightd.service.ports import Engine, Firewall, NoFirewall, Writer
+from lightd.service.ports import Engine, Firewall, NoFirewall, ReservedPorts, Writer
 from lightd.service.repair import RepairService
 from lightd.tls import api_security
 
@@ -77,6 +78,17 @@ def choose_writer(settings: Settings, store: SqliteStore) -> Writer:
     return SqliteWriter(store.path)
 
 
+def choose_reserved_ports(settings: Settings, on_count: Callable[[int], None]) -> ReservedPorts:
+    """The kernel's reserved ports when ``pool.reserve_ports`` allows it and lightd can write
+    them; turned off but writable, the kernel's list still, to take back a previous run's."""
+    on, reason = reserved_ports.detect(settings.pool.reserve_ports)
+    writable = on or reserved_ports.detect(True)[0]
+    if not writable:
+        return reserved_ports.Unreserved(reason)
+    record = settings.storage.base_path / reserved_ports.RECORD_NAME
+    return reserved_ports.KernelReservation(record, reserve=on, reason=reason, on_count=on_count)
+
+
 # Written out so that mypy checks each engine against the service's Protocol on its own.
 _ENGINES: tuple[type[Engine], ...] = (engines.DockerEngine, engines.NoEngine)
 
@@ -94,6 +106,7 @@ class Lightd:
         settings: Settings,
         firewall: Firewall | None = None,
         engine: Engine | None = None,
+        reserved: ReservedPorts | None = None,
     ) -> None:
         self.settings = settings
         self.token = settings.token
@@ -123,6 +136,7 @@ class Lightd:
             writer=choose_writer(settings, self.store),
             write_timeout=settings.storage.write_timeout,
             metrics=self.metrics,
+            reserved=reserved or choose_reserved_ports(settings, self.metrics.reserved_ports),
         )
         self.metrics.watch_pool(lambda: self.pool.pool)
         self.metrics.watch_firewall(self.firewall.status)
@@ -211,6 +225,7 @@ class Lightd:
                 "require_local_ip": self.pool.require_local_ip,
             },
             "firewall": self.firewall.status(),
+            "reserved_ports": self.pool.reserved.status(),
             "runtime": {"kind": self.engine.kind, "reason": self.runtime_reason,
                         "containers": len(self.containers.containers)},
             "storage": self._storage_status(),

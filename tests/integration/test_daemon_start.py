@@ -10,6 +10,7 @@ from lightd.adapters.sqlite_writer import SqliteWriter
 from lightd.bootstrap import Lightd
 from lightd.config import FirewallSettings, PoolSettings, RuntimeSettings, default_raw, load_or_create
 from lightd.errors import Unavailable
+from lightd.service.ports import NoReservedPorts
 from tests.conftest import write_test_config
 from tests.fakes import FakeFirewall
 
@@ -54,7 +55,8 @@ async def test_settings_set_to_null_take_their_defaults(tmp_path: Path) -> None:
     assert settings.runtime.socket == RuntimeSettings.socket == "/var/run/docker.sock"
     assert settings.repair.interval == 60 and settings.repair.idle_passes == 10
     assert settings.metrics.enabled and settings.api.tls is None and not settings.api.access_log
-    lightd = Lightd(settings, firewall=FakeFirewall())  # never the host's own firewall
+    # Never the host's own firewall, nor its reserved ports (pool.reserve_ports' default is on).
+    lightd = Lightd(settings, firewall=FakeFirewall(), reserved=NoReservedPorts())
     try:
         await lightd.start()
         assert lightd.containers.stop_timeout == RuntimeSettings.stop_timeout == 10
