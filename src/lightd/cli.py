@@ -149,7 +149,7 @@ def serve(
         protocol_class,
         raise_open_files_limit,
     )
-    from lightd.bootstrap import build, preflight
+    from lightd.bootstrap import build
     from lightd.tls import pem_fingerprint, server_context
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -157,7 +157,7 @@ def serve(
     # folder, and nothing is loaded or reconciled before it holds its address, so a start that
     # cannot serve leaves the pool, the firewall and the engine as they were.
     try:
-        settings = load_or_create(config_path(config), preflight).with_overrides(host, port)
+        settings = load_or_create(config_path(config), _refusals(host, port)).with_overrides(host, port)
         api = settings.api
         tls = None if api.tls is None else server_context(api.tls.cert, api.tls.key, str(settings.path))
         data_lock = hold_data_folder(settings.storage.base_path)
@@ -204,6 +204,21 @@ def serve(
             raise typer.Exit(1)
     finally:
         data_lock.release()
+
+
+def _refusals(host: str | None, port: int | None) -> Callable[[Settings], None]:
+    """Everything serve refuses about its settings, run before load_or_create writes anything
+    (a fresh token, a tightened mode), so a refused start leaves every file as it was."""
+    from lightd.bootstrap import preflight
+    from lightd.tls import server_context
+
+    def check(settings: Settings) -> None:
+        settings = settings.with_overrides(host, port)
+        preflight(settings)
+        if settings.api.tls is not None:
+            server_context(settings.api.tls.cert, settings.api.tls.key, str(settings.path))
+
+    return check
 
 
 def _url(sock: Any, scheme: str = "http") -> str:

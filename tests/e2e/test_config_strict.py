@@ -128,16 +128,40 @@ def test_json_that_is_not_json_and_a_top_level_typo(tmp_path, command):
         assert snapshot(tmp_path) == before
 
 
-def test_a_refused_config_without_a_token_is_left_without_one(tmp_path):
+@pytest.mark.parametrize(
+    ("raw", "args", "end"),
+    [
+        ({"pool": {"host_check": "false"}}, [], 'pool.host_check must be true or false, got "false"'),
+        ({"api": {"port": 0}}, ["--port", "70000"], "--port must be an integer from 0 to 65535, got 70000"),
+        (
+            {"pool": {"initial_ports": [{"ip": NOT_LOCAL, "ports": 20001}]}},
+            [],
+            "add it to an interface first, or set pool.require_local_ip to false",
+        ),
+        ({"api": {"tls": {"cert": "cert.pem", "key": "key.pem"}}}, [], "holds no PEM certificate"),
+    ],
+)
+def test_a_refused_config_without_a_token_is_left_without_one(tmp_path, raw, args, end):
     """The token a first start would write is not written when the rest is refused."""
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("not PEM\n")
+        (tmp_path / name).chmod(0o600)
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"pool": {"host_check": "false"}}))
+    path.write_text(
+        json.dumps(
+            {
+                **raw,
+                "storage": {"base_path": "data"},
+                "firewall": {"enabled": False},
+                "runtime": {"kind": "none"},
+            }
+        )
+    )
     path.chmod(0o644)
     before = snapshot(tmp_path)
-    done = run("serve", "--config", str(path), cwd=tmp_path)
-    assert done.returncode == 2 and done.stderr.endswith(
-        'pool.host_check must be true or false, got "false"\n'
-    )
+    done = run("serve", "--config", str(path), *args, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("lightd: ") and done.stderr.rstrip().endswith(end), done.stderr
     assert snapshot(tmp_path) == before  # no token written, the mode as it was, no data folder
 
 
@@ -158,11 +182,15 @@ def test_a_seed_typo_leaves_no_empty_pool_and_the_fixed_config_seeds_it(tmp_path
     assert not (tmp_path / "data").exists()
     path.write_text(
         json.dumps(
-            {**json.loads(path.read_text()),
-             # The rest of write_test_config's pool section stays (reserve_ports false: this
-             # daemon runs in the host's network namespace).
-             "pool": {**json.loads(path.read_text())["pool"],
-                      "initial_ports": [{"ip": "0.0.0.0", "ports": "1-5"}]}}
+            {
+                **json.loads(path.read_text()),
+                # The rest of write_test_config's pool section stays (reserve_ports false: this
+                # daemon runs in the host's network namespace).
+                "pool": {
+                    **json.loads(path.read_text())["pool"],
+                    "initial_ports": [{"ip": "0.0.0.0", "ports": "1-5"}],
+                },
+            }
         )
     )
     daemon = ServedDaemon(path)
