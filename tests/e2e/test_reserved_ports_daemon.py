@@ -46,10 +46,13 @@ def inside(ns: NetNs) -> Iterator[NetNs]:
 
 
 def daemon_in(ns: NetNs, tmp_path: Path, reserve: bool) -> ServedDaemon:
-    config = write_test_config(tmp_path, pool={
-        "reserve_ports": reserve,
-        "initial_ports": [{"ip": "0.0.0.0", "ports": "40000-40049", "protocol": "tcp"}],
-    })
+    config = write_test_config(
+        tmp_path,
+        pool={
+            "reserve_ports": reserve,
+            "initial_ports": [{"ip": "0.0.0.0", "ports": "40000-40049", "protocol": "tcp"}],
+        },
+    )
     return ServedDaemon(config, prefix=ns.prefix)
 
 
@@ -63,8 +66,9 @@ def reserved_status(served: ServedDaemon) -> dict[str, object]:
 
 
 def reserved_metric(served: ServedDaemon) -> float:
-    scrape = httpx.get(served.url + "/metrics", headers={"Authorization": HEADERS["Authorization"]},
-                       timeout=60)
+    scrape = httpx.get(
+        served.url + "/metrics", headers={"Authorization": HEADERS["Authorization"]}, timeout=60
+    )
     assert scrape.status_code == 200, scrape.text
     [value] = re.findall(r"^lightd_reserved_ports (\S+)$", scrape.text, re.MULTILINE)
     return float(value)
@@ -88,24 +92,42 @@ def test_the_reservation_follows_the_pool_and_keeps_everybody_elses(inside, tmp_
         assert reserved_metric(served) == 50
 
         # Added with the entry, kept while any entry of the number is left, removed with the last.
-        added = call(served, "POST", "/network/ports",
-                     json={"ip": "0.0.0.0", "port": 40060, "protocol": "udp"})
+        added = call(
+            served, "POST", "/network/ports", json={"ip": "0.0.0.0", "port": 40060, "protocol": "udp"}
+        )
         assert added.status_code == 201 and set(added.json()) == SEED_ADD_KEYS, "no warnings"
         assert kernel_list(inside) == "8080,40000-40049,40060"
-        assert call(served, "POST", "/network/ports",
-                    json={"ip": "127.0.0.1", "port": 40060, "protocol": "tcp"}).status_code == 201
+        assert (
+            call(
+                served, "POST", "/network/ports", json={"ip": "127.0.0.1", "port": 40060, "protocol": "tcp"}
+            ).status_code
+            == 201
+        )
         assert call(served, "DELETE", "/network/ports/0.0.0.0/40060").status_code == 200
         assert kernel_list(inside) == "8080,40000-40049,40060", "127.0.0.1:40060/tcp holds it"
         assert call(served, "DELETE", "/network/ports/127.0.0.1/40060").status_code == 200
         assert kernel_list(inside) == "8080,40000-40049"
 
-        bulk = call(served, "POST", "/network/ports/bulk",
-                    json={"ip": "0.0.0.0", "protocol": "both", "ports": ["40070-40079", 40090]})
+        bulk = call(
+            served,
+            "POST",
+            "/network/ports/bulk",
+            json={"ip": "0.0.0.0", "protocol": "both", "ports": ["40070-40079", 40090]},
+        )
         assert bulk.status_code == 201 and "warnings" not in bulk.json()
         assert kernel_list(inside) == "8080,40000-40049,40070-40079,40090"
-        gone = call(served, "POST", "/network/ports/bulk-delete", json={"ports": [
-            {"ip": "0.0.0.0", "port": p, "protocol": proto}
-            for p in [*range(40070, 40080), 40090] for proto in ("tcp", "udp")]})
+        gone = call(
+            served,
+            "POST",
+            "/network/ports/bulk-delete",
+            json={
+                "ports": [
+                    {"ip": "0.0.0.0", "port": p, "protocol": proto}
+                    for p in [*range(40070, 40080), 40090]
+                    for proto in ("tcp", "udp")
+                ]
+            },
+        )
         assert gone.json()["deleted_count"] == 22
         assert kernel_list(inside) == "8080,40000-40049"
 
@@ -142,23 +164,35 @@ def test_the_reservation_follows_the_pool_and_keeps_everybody_elses(inside, tmp_
         assert status["reason"] == "turned off in the settings (pool.reserve_ports is false)"
         assert reserved_metric(served) == 0
 
-        inside_range = call(served, "POST", "/network/ports",
-                            json={"ip": "0.0.0.0", "port": 40080, "protocol": "tcp"})
+        inside_range = call(
+            served, "POST", "/network/ports", json={"ip": "0.0.0.0", "port": 40080, "protocol": "tcp"}
+        )
         assert inside_range.status_code == 201
         body = inside_range.json()
         assert {k: body[k] for k in SEED_ADD_KEYS} == {
-            "message": "Port added to pool", "ip": "0.0.0.0", "port": 40080,
-            "protocol": "tcp", "note": None}
+            "message": "Port added to pool",
+            "ip": "0.0.0.0",
+            "port": 40080,
+            "protocol": "tcp",
+            "note": None,
+        }
         [warning] = body["warnings"]
-        assert warning.startswith("port 40080 is inside the kernel's ephemeral port range "
-                                  "40000-40100 (net.ipv4.ip_local_port_range)")
+        assert warning.startswith(
+            "port 40080 is inside the kernel's ephemeral port range "
+            "40000-40100 (net.ipv4.ip_local_port_range)"
+        )
         assert "pool.reserve_ports is false" in warning and "address already in use" in warning
-        outside = call(served, "POST", "/network/ports",
-                       json={"ip": "0.0.0.0", "port": 30000, "protocol": "tcp"})
+        outside = call(
+            served, "POST", "/network/ports", json={"ip": "0.0.0.0", "port": 30000, "protocol": "tcp"}
+        )
         assert outside.status_code == 201 and "warnings" not in outside.json()
 
-        bulk = call(served, "POST", "/network/ports/bulk",
-                    json={"ip": "0.0.0.0", "ports": ["39990-40010", 40095], "protocol": "udp"})
+        bulk = call(
+            served,
+            "POST",
+            "/network/ports/bulk",
+            json={"ip": "0.0.0.0", "ports": ["39990-40010", 40095], "protocol": "udp"},
+        )
         assert bulk.status_code == 201
         assert bulk.json()["warnings"][0].startswith("ports 40000-40010,40095 are inside")
         quiet = call(served, "POST", "/network/ports/bulk", json={"ip": "0.0.0.0", "ports": [30001]})

@@ -115,8 +115,9 @@ def test_with_the_setting_off_outgoing_connections_take_pool_ports(inside, tmp_p
     tcp = outgoing_ports(3000, socket.SOCK_STREAM)
     taken = sorted(set(tcp) & set(POOL))
     assert taken, "without the reservation the kernel hands out pool ports"
-    assert kernel.warnings(list(POOL))[0].startswith("ports 40000-40049 are inside the kernel's "
-                                                      "ephemeral port range 40000-40100")
+    assert kernel.warnings(list(POOL))[0].startswith(
+        "ports 40000-40049 are inside the kernel's ephemeral port range 40000-40100"
+    )
     assert kernel.warnings([30000]) == []
 
 
@@ -151,8 +152,7 @@ def test_a_record_of_another_boot_or_namespace_claims_nothing(inside, tmp_path):
         kernel.apply(flags([]))
         assert read_text() == "8080,40000-40049\n", stale
     # The same record, true for this boot and namespace, is lightd's.
-    record.write_text(json.dumps(
-        {"boot_id": read_boot_id(), "netns": inside.ns, "ports": "40000-40049"}))
+    record.write_text(json.dumps({"boot_id": read_boot_id(), "netns": inside.ns, "ports": "40000-40049"}))
     KernelReservation(record).apply(flags([]))
     assert read_text() == "8080\n"
 

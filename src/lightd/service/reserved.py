@@ -81,8 +81,7 @@ class ReservedNumbers:
         try:
             self.kernel.apply(bytes(self._flags))
         except LightdError as exc:
-            log.error("reserved ports out of step with the pool until the next change: %s",
-                      exc.message)
+            log.error("reserved ports out of step with the pool until the next change: %s", exc.message)
             return
         self._dirty = False
 
