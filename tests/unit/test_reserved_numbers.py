@@ -148,3 +148,9 @@ async def test_turned_off_it_is_told_once_at_load_and_never_counted(make_service
 async def test_warnings_come_from_the_reservation(make_service):
     service, _, _ = await make_service()
     assert service.reserved.warnings([40000]) == ["ports [40000] are not reserved"]
+
+
+async def test_resync_hands_the_numbers_over_again_without_a_change(make_service):
+    service, _, kernel = await make_service(("0.0.0.0", 25565, "tcp"))
+    service.reserved.resync()
+    assert kernel.applied == [{25565}, {25565}]

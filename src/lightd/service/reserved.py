@@ -85,6 +85,13 @@ class ReservedNumbers:
             return
         self._dirty = False
 
+    def resync(self) -> None:
+        """Write the list again even if the pool did not change: it puts back numbers another
+        program dropped from it (cheap when nothing did: one read of the list). For a periodic
+        caller such as the repair loop."""
+        self._dirty = True
+        self.sync()
+
     def warnings(self, ports: Sequence[int]) -> list[str]:
         return self.kernel.warnings(ports)
 
