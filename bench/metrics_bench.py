@@ -86,7 +86,9 @@ def main() -> None:
         for round_number in range(args.rounds):
             on = daemon(Path(base) / f"on{round_number}", seed, True, host_check)
             off = daemon(Path(base) / f"off{round_number}", seed, False, host_check)
-            with served(on), served(off):
+            # Started in turns too: the first process may land on the quieter core.
+            first, second = (on, off) if round_number % 2 == 0 else (off, on)
+            with served(first), served(second):
                 for target in (on, off):  # warm-up
                     measure(target, RANDOM, 1, args.connections, args.tool)
                 # A B B A (B A A B in odd rounds): a drift of the machine's speed within the

@@ -11,7 +11,7 @@ from tests.integration.test_api_fast_path import CASES
 
 
 async def counted(tmp_path, fast_path: bool) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the counters after CASES (and one unauthorized random) went through."""
+    """lightd's counters after CASES (and one unauthorized random) went through."""
     daemon = build(load_or_create(write_test_config(tmp_path, pool={"host_check": False})))
     await daemon.start()
     try:
@@ -27,7 +27,7 @@ async def counted(tmp_path, fast_path: bool) -> dict[tuple[str, tuple[tuple[str,
     for family in text_string_to_metric_families(text):
         if family.type == "counter":
             for sample in family.samples:
-                if sample.name.endswith("_total"):
+                if sample.name.startswith("lightd_") and sample.name.endswith("_total"):
                     samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
 

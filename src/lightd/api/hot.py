@@ -20,7 +20,7 @@ from lightd.api.responses import Encoded, encode_in_pieces, send_json
 from lightd.api.schemas import Claim, entry_out
 from lightd.core.entry import parse_ip, parse_protocol
 from lightd.errors import InvalidInput, NoAvailablePorts, NotFound
-from lightd.metrics import UNMATCHED, Metrics, RouteStats
+from lightd.metrics import UNMATCHED, Histogram, Metrics, RouteStats
 from lightd.service.pool_service import PoolService
 
 __all__ = ["FastPath", "claim_ports", "ping", "random_port"]
@@ -97,10 +97,11 @@ class FastPath:
             ("POST", "/network/ports/claim"): self._claim,
         }
         metrics = self.metrics
-        self.routes: dict[tuple[str, str], tuple[Handler, RouteStats | None]] = {
-            key: (handler, None if metrics is None else metrics.route(*key))
-            for key, handler in (handlers.items() if hot else ())
-        }
+        # Per hot route: its handler, its stats, and the histogram of its 200s, bound once.
+        self.routes: dict[tuple[str, str], tuple[Handler, RouteStats | None, Histogram | None]] = {}
+        for key, handler in handlers.items() if hot else ():
+            stats = None if metrics is None else metrics.route(*key)
+            self.routes[key] = (handler, stats, None if stats is None else stats.status(200))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.routes.get((scope.get("method", ""), scope.get("path", "")))
@@ -110,16 +111,18 @@ class FastPath:
             else:
                 await self._counted(self.metrics, scope, receive, send)
             return
-        handler, stats = route
+        handler, stats, ok = route
         start = perf_counter()
         try:
             status, body = await handler(scope, receive)
         except Exception as exc:
             status = await send_error(send, exc, scope["method"], scope["path"])
-        else:
-            await send_json(send, status, body)
-        if stats is not None:
-            stats.done(status, perf_counter() - start)
+            if stats is not None:
+                stats.done(status, perf_counter() - start)
+            return
+        await send_json(send, status, body)
+        if stats is not None and ok is not None:
+            (ok if status == 200 else stats.status(status)).observe(perf_counter() - start)
 
     async def _counted(self, metrics: Metrics, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
