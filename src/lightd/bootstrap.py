@@ -110,6 +110,8 @@ class Lightd:
     ) -> None:
         self.settings = settings
         self.token = settings.token
+        # status()["api"]: whether the token travels encrypted (serve logs the warning).
+        self.api_security = api_security(settings.api.host, settings.api.tls is not None)
         self.store = SqliteStore(settings.database_path)
         self.chain_lock: locks.HeldLock | None = None
         if firewall is None:
@@ -122,8 +124,6 @@ class Lightd:
         else:
             self.runtime_reason = f"{engine.kind} engine given by the caller"
         self.engine: Engine = engine
-        # status()["api"]: whether the token travels encrypted (serve logs the warning).
-        self.api_security = api_security(settings.api.host, settings.api.tls is not None)
         # One per daemon, with its own registry; the pool and firewall gauges are read at scrape.
         self.metrics = Metrics() if settings.metrics.enabled else Metrics.disabled()
         pool = settings.pool
@@ -216,6 +216,7 @@ class Lightd:
     def status(self) -> dict[str, Any]:
         return {
             "version": __version__,
+            "api": self.api_security,
             "pool": {
                 "entries": len(self.pool.pool),
                 "available": self.pool.pool.available_count(),
@@ -230,7 +231,6 @@ class Lightd:
                         "containers": len(self.containers.containers)},
             "storage": self._storage_status(),
             "startup": self.startup,
-            "api": self.api_security,
             "repair": self.repair.status(),
         }
 
