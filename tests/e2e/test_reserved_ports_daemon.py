@@ -200,3 +200,16 @@ def test_the_reservation_follows_the_pool_and_keeps_everybody_elses(inside, tmp_
         assert kernel_list(inside) == "8080,9090,40049", "nothing reserved while it is off"
     finally:
         served.stop()
+
+
+def test_a_repair_pass_puts_back_the_numbers_another_program_dropped(inside, tmp_path):
+    served = daemon_in(inside, tmp_path, reserve=True)
+    served.start()
+    try:
+        assert kernel_list(inside) == "40000-40049"
+        reserve_by_hand(inside, "8080")  # an operator's sysctl -w that forgot the pool's ports
+        assert call(served, "POST", "/api/v1/repair").status_code == 200
+        assert kernel_list(inside) == "8080,40000-40049"  # the pool's back, theirs kept
+        assert reserved_status(served)["count"] == 50
+    finally:
+        served.stop()

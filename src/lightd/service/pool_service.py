@@ -108,6 +108,11 @@ class PoolService:
             await self.committer.close()
             await self.writer.close()
 
+    def resync_reserved(self) -> None:
+        """Write the kernel's reserved ports again: puts back pool numbers another program
+        dropped from the list (cheap when none did: one read of it)."""
+        self.reserved.resync()
+
     async def reconcile_firewall(self) -> dict[str, Any]:
         """Make the firewall equal to the pool (rules missing, stale or duplicated).
 

@@ -14,6 +14,9 @@ Every ``interval`` seconds (and on ``POST /api/v1/repair``) one pass looks for:
     a rule of lightd's chain missing, duplicated or stale: repaired at once by the firewall's
     reconcile, and reported with what was done.
 
+Each pass also writes the kernel's reserved ports again (see service.reserved), which puts back
+pool numbers another program dropped from ``ip_local_reserved_ports``.
+
 A finding never frees a port (Kubernetes' repair rule: better to leak a port than to hand it out
 twice); the status, the metrics and the log say what was found, the log once per new finding.
 
@@ -171,6 +174,7 @@ class RepairService:
         errors: dict[str, str] = {}
         found: list[Finding] = []
         firewall = await self._firewall(found, errors, started)
+        self.pools.resync_reserved()
         before = await self._classify()
         table = await self._read_host(before, errors)
         managed = await self._read_engine(before, errors)
