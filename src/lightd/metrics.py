@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from lightd.core.pool import Pool
 from lightd.errors import NoAvailablePorts, StorageError
+from lightd.service.repair_rules import FINDING_TYPES
 
 __all__ = [
     "CLAIM_ERROR_REASONS",
@@ -50,7 +51,7 @@ __all__ = [
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CHANGES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000, 100000)
-REPAIR_TYPES = ("squatter", "orphan", "idle", "firewall_drift")
+REPAIR_TYPES = FINDING_TYPES  # the repair loop's finding types, one list for both
 # Claims the pool could not meet or save; a claim refused for its body is a 400 of
 # lightd_http_requests_total and never reaches the pool.
 CLAIM_ERROR_REASONS = ("no_available_ports", "storage", "other")
