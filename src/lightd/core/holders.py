@@ -125,12 +125,7 @@ def release(pool: Pool, entry: Entry, holder: Holder) -> bool:
     if current is None:
         return False
     if current != holder:
-        raise Conflict(
-            f"{entry.label()} is held by {current.describe()}; {_how_to_free(current)}",
-            port=entry.label(),
-            held_by=_holder_json(current),
-            **({"container": current.name} if current.kind == "container" else {}),
-        )
+        raise _held_elsewhere(entry, current)
     _store(pool, entry, None)
     return True
 
@@ -144,12 +139,17 @@ def check_removable(entry: Entry) -> None:
     """Deleting an entry takes it from its holder: allowed when free or held by the operator."""
     current = holder_of(entry)
     if current is not None and current != OPERATOR:
-        raise Conflict(
-            f"{entry.label()} is held by {current.describe()}; {_how_to_free(current)}",
-            port=entry.label(),
-            held_by=_holder_json(current),
-            **({"container": current.name} if current.kind == "container" else {}),
-        )
+        raise _held_elsewhere(entry, current)
+
+
+def _held_elsewhere(entry: Entry, current: Holder) -> Conflict:
+    """The refusal of freeing or deleting an entry ``current`` holds, saying how to free it."""
+    return Conflict(
+        f"{entry.label()} is held by {current.describe()}; {_how_to_free(current)}",
+        port=entry.label(),
+        held_by=_holder_json(current),
+        **({"container": current.name} if current.kind == "container" else {}),
+    )
 
 
 def _how_to_free(holder: Holder) -> str:
