@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from lightd.adapters.engine.bindings import check_bindings
 from lightd.adapters.engine.names import check_name
 from lightd.core.containers import Binding
-from lightd.core.engine_view import ContainerInfo
+from lightd.core.engine_view import ContainerInfo, missing
 from lightd.errors import NotFound, Unavailable
 
 __all__ = ["NoEngine"]
@@ -121,25 +121,19 @@ class NoEngine:
         with self._lock:
             name = self._find(engine_id_or_name)
             if name is not None:
-                info = self._by_name[name]
-                return ContainerInfo(**{**info, "bindings": list(info["bindings"])})
+                return _copy(self._by_name[name])
         name = engine_id_or_name.removeprefix("none-")
-        return ContainerInfo(
-            id=engine_id_or_name if engine_id_or_name.startswith("none-") else f"none-{name}",
-            name=name,
-            internal_id=None,
-            state="untracked",
-            running=False,
-            image="",
-            bindings=[],
-            exit_code=None,
-            error="",
-        )
+        return ContainerInfo(**{**missing(), "id": f"none-{name}", "name": name, "state": "untracked"})
 
     def list_managed(self) -> list[ContainerInfo]:
         with self._lock:
-            infos = [ContainerInfo(**{**i, "bindings": list(i["bindings"])}) for i in self._by_name.values()]
+            infos = [_copy(i) for i in self._by_name.values()]
         return sorted(infos, key=lambda i: (i["internal_id"] or "", i["name"]))
 
     def close(self) -> None:
         return None
+
+
+def _copy(info: ContainerInfo) -> ContainerInfo:
+    """A copy the caller may change without touching this memory."""
+    return ContainerInfo(**{**info, "bindings": list(info["bindings"])})
