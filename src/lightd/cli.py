@@ -31,6 +31,7 @@ from lightd.config import (
     load_or_create,
     new_token,
     read_config,
+    set_token,
     validate_token,
     write_config,
 )
@@ -84,15 +85,10 @@ def config_check(config: ConfigOption = None) -> None:
     """Check the config file as lightd serve would read it, without starting or creating anything.
 
     Prints ok and a summary (exit 0), or the one line lightd serve would stop with (exit 2)."""
-    from lightd.bootstrap import preflight
-    from lightd.tls import server_context
-
     path = config_path(config)
     try:
         settings = load(path)
-        preflight(settings)
-        if settings.api.tls is not None:  # the certificate and key as serve would load them
-            server_context(settings.api.tls.cert, settings.api.tls.key, str(settings.path))
+        _refusals(None, None)(settings)  # what serve refuses, the certificate and key included
     except LightdError as exc:
         _fail(exc.message)
     typer.echo(f"{path}: ok")
@@ -275,8 +271,7 @@ def _store_token(config: str | None, token: str) -> None:
         raw = read_config(path)
     except LightdError as exc:
         _fail(exc.message)
-    section = raw.get("authorization")
-    raw["authorization"] = {**(section if isinstance(section, dict) else {}), "token": token}
+    set_token(raw, token)
     write_config(path, raw)
     typer.echo(token)
     typer.echo("A running lightd uses the new token after it restarts.", err=True)

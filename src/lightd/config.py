@@ -59,6 +59,7 @@ __all__ = [
     "new_token",
     "parse",
     "read_config",
+    "set_token",
     "validate_token",
     "write_config",
 ]
@@ -257,6 +258,12 @@ def write_config(path: Path, raw: dict[str, Any]) -> None:
         raise
 
 
+def set_token(raw: dict[str, Any], token: str) -> None:
+    """Put ``token`` in ``raw``'s authorization section, every other key of the file kept."""
+    section = raw.get("authorization")
+    raw["authorization"] = {**(section if isinstance(section, dict) else {}), "token": token}
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """The JSON object in the file at ``path``; nothing is created or changed."""
     try:
@@ -315,8 +322,7 @@ def load_or_create(path: Path, check: Callable[[Settings], None] | None = None) 
         log.warning("%s was readable by others (mode %o); set it to 0600", path, mode)
     if not settings.token:
         token = new_token()
-        section = raw.get("authorization")
-        raw["authorization"] = {**(section if isinstance(section, dict) else {}), "token": token}
+        set_token(raw, token)
         write_config(path, raw)
         log.info("%s had no token; a new one was written", path)
         settings = replace(settings, authorization=AuthorizationSettings(token))
