@@ -165,6 +165,8 @@ class Metrics:
         self.reserved = 0
         self._pool: Callable[[], Pool] | None = None
         self._firewall: Callable[[], Mapping[str, Any]] | None = None
+        if not self.enabled:  # exports nothing: no collector (the process one reads /proc)
+            return
         self.registry.register(_Collector(self))
         # The daemon's CPU time, memory, open files and start time (process_*), from /proc.
         ProcessCollector(registry=self.registry)
