@@ -17,13 +17,12 @@ import pytest
 
 from lightd.adapters.engine import DockerEngine
 from tests.conftest import HEADERS, write_test_config
+from tests.crash_cases import CASES
 from tests.e2e.daemon import ServedDaemon
-from tests.engine_support import (  # noqa: F401 - engine and engine_url are fixtures
+from tests.engine_support import (
     IMAGE,
     LISTENER_TCP_UDP,
     connection_refused,
-    engine,
-    engine_url,
     free_port,
     read_from,
     udp_round_trip,
@@ -32,21 +31,6 @@ from tests.engine_support import (  # noqa: F401 - engine and engine_url are fix
 )
 
 pytestmark = pytest.mark.slow
-
-# (step, operation, whether the rebind keeps the tcp port, which ports it must end on)
-CASES = [
-    ("create.intent_saved", "create", False, None),
-    ("create.engine_done", "create", False, None),
-    ("rebind.intent_saved", "rebind", False, "old"),
-    ("rebind.old_stopped", "rebind", True, "old"),
-    ("rebind.new_created", "rebind", False, "old"),
-    ("rebind.new_created", "rebind", True, "old"),
-    ("rebind.old_removed", "rebind", False, "new"),
-    ("rebind.old_removed", "rebind", True, "new"),
-    ("rebind.renamed", "rebind", False, "new"),
-    ("delete.intent_saved", "delete", False, None),
-    ("delete.engine_removed", "delete", False, None),
-]
 
 
 def call(daemon: ServedDaemon, method: str, path: str, **kwargs):
@@ -71,8 +55,8 @@ def labelled(eng: DockerEngine, name: str) -> list[dict]:
 )
 def test_a_kill_at_each_step_ends_on_one_set_of_ports(
     tmp_path,
-    engine_url,  # noqa: F811 - a fixture
-    engine,  # noqa: F811 - a fixture
+    engine_url,
+    engine,
     request,
     monkeypatch,
     step,

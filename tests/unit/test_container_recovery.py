@@ -15,6 +15,7 @@ from lightd.crash_points import POINTS
 from lightd.service import containers as containers_module
 from lightd.service.containers import ContainerService, PortRequest
 from lightd.service.pool_service import PoolService
+from tests.crash_cases import CASES
 from tests.fakes import FakeEngine, MemoryStore
 
 TCP = "tcp"
@@ -87,21 +88,6 @@ async def run_until_crash(store, engine, monkeypatch, point, operation, shared):
         monkeypatch.undo()
         await pools.stop()
         await containers.close()
-
-
-CASES = [
-    ("create.intent_saved", "create", False, None),
-    ("create.engine_done", "create", False, None),
-    ("rebind.intent_saved", "rebind", False, "old"),
-    ("rebind.old_stopped", "rebind", True, "old"),
-    ("rebind.new_created", "rebind", False, "old"),
-    ("rebind.new_created", "rebind", True, "old"),
-    ("rebind.old_removed", "rebind", False, "new"),
-    ("rebind.old_removed", "rebind", True, "new"),
-    ("rebind.renamed", "rebind", False, "new"),
-    ("delete.intent_saved", "delete", False, None),
-    ("delete.engine_removed", "delete", False, None),
-]
 
 
 def test_every_crash_point_is_tested():
