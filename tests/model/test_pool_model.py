@@ -210,18 +210,28 @@ class PoolMachine(RuleBasedStateMachine):
         bare = data.draw(st.booleans(), label="without ?protocol=")
         return ip, port, None if bare else protocol
 
+    def found(self, response: httpx.Response, key: Key | str) -> Key | None:
+        """The entry a path named, or None once the answer for a missing (404) or ambiguous
+        (409) one was checked."""
+        if key == "missing":
+            self.expect(response, 404)
+            return None
+        if key == "ambiguous":
+            self.expect(response, 409)
+            return None
+        assert isinstance(key, tuple)
+        return key
+
     @rule(data=st.data())
     def delete(self, data: st.DataObject) -> None:
         ip, port, protocol = self.named(data)
-        key = self.model.resolve(ip, port, protocol)
+        named = self.model.resolve(ip, port, protocol)
         response, faults = self.send(
             "DELETE", self.path(ip, port), params={"protocol": protocol} if protocol else None
         )
-        if key == "missing":
-            return self.expect(response, 404)
-        if key == "ambiguous":
-            return self.expect(response, 409)
-        assert isinstance(key, tuple)
+        key = self.found(response, named)
+        if key is None:
+            return None
         if self.model.holders[key] not in (None, OPERATOR):
             return self.expect(response, 409)  # only its container frees a container's entry
         if self.failed_by_fault(response, faults):
@@ -257,18 +267,16 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(data=st.data(), in_use=st.booleans())
     def set_use(self, data: st.DataObject, in_use: bool) -> None:
         ip, port, protocol = self.named(data)
-        key = self.model.resolve(ip, port, protocol)
+        named = self.model.resolve(ip, port, protocol)
         response, _ = self.send(
             "PUT",
             self.path(ip, port, "/use"),
             {"in_use": in_use},
             params={"protocol": protocol} if protocol else None,
         )
-        if key == "missing":
-            return self.expect(response, 404)
-        if key == "ambiguous":
-            return self.expect(response, 409)
-        assert isinstance(key, tuple)
+        key = self.found(response, named)
+        if key is None:
+            return None
         holder = self.model.holders[key]
         by = {None: "nobody", OPERATOR: "the operator"}.get(holder, "a container")
         event(f"PUT use {in_use} on an entry held by {by}")
@@ -349,16 +357,14 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def get(self, data: st.DataObject) -> None:
         ip, port, protocol = self.named(data)
-        key = self.model.resolve(ip, port, protocol)
+        named = self.model.resolve(ip, port, protocol)
         response, _ = self.send(
             "GET", self.path(ip, port), params={"protocol": protocol} if protocol else None
         )
-        if key == "missing":
-            return self.expect(response, 404)
-        if key == "ambiguous":
-            return self.expect(response, 409)
+        key = self.found(response, named)
+        if key is None:
+            return None
         self.expect(response, 200)
-        assert isinstance(key, tuple)
         holder = self.model.holders[key]
         answer = response.json()
         assert answer["in_use"] == (holder is not None), self.where
