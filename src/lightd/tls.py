@@ -90,16 +90,19 @@ def _read(path: Path, key: str) -> str:
     try:
         return path.read_text(encoding="ascii", errors="replace")
     except OSError as exc:
-        reason = "no such file" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
-        raise InvalidInput(f"{key}: {path}: {reason.lower()}") from None
+        raise _unreadable(path, key, exc) from None
+
+
+def _unreadable(path: Path, key: str, exc: OSError) -> InvalidInput:
+    reason = "no such file" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+    return InvalidInput(f"{key}: {path}: {reason.lower()}")
 
 
 def _check_key_mode(path: Path, key: str) -> None:
     try:
         found = os.stat(path)  # follows links, as certbot's live/ names are
     except OSError as exc:
-        reason = "no such file" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
-        raise InvalidInput(f"{key}: {path}: {reason.lower()}") from None
+        raise _unreadable(path, key, exc) from None
     if not stat.S_ISREG(found.st_mode):
         raise InvalidInput(f"{key}: {path} is not a file")
     others = stat.S_IMODE(found.st_mode) & 0o077
