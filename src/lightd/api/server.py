@@ -51,18 +51,18 @@ log = logging.getLogger("lightd.api.server")
 RESERVED_FDS = 128
 # h11's default bound on a request's head, for httptools, which has none of its own.
 MAX_HEAD_BYTES = 16 * 1024
-REFUSED_BODY = b'{"error":"Too many connections; try again later"}'
-REFUSED = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"content-length: " + str(len(REFUSED_BODY)).encode("ascii") + b"\r\n"
-    b"connection: close\r\n\r\n" + REFUSED_BODY
-)
-TOO_LARGE_BODY = b'{"error":"Request head too large"}'
-TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-    b"content-length: " + str(len(TOO_LARGE_BODY)).encode("ascii") + b"\r\n"
-    b"connection: close\r\n\r\n" + TOO_LARGE_BODY
-)
+
+
+def _closing_answer(status: str, body: bytes) -> bytes:
+    """A whole JSON answer, written by the protocol itself before the connection is closed."""
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode("ascii") + body
+
+
+REFUSED = _closing_answer("503 Service Unavailable", b'{"error":"Too many connections; try again later"}')
+TOO_LARGE = _closing_answer("431 Request Header Fields Too Large", b'{"error":"Request head too large"}')
 WARN_EVERY = 60.0  # seconds between two warnings about refused connections
 
 _NONE, _HEAD, _BODY = 0, 1, 2
