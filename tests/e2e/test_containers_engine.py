@@ -13,14 +13,11 @@ import socket
 import httpx
 import pytest
 
-from tests.conftest import HEADERS, write_test_config
-from tests.e2e.daemon import ServedDaemon
-from tests.engine_support import (  # noqa: F401 - engine and engine_url are fixtures
+from tests.conftest import HEADERS
+from tests.engine_support import (
     IMAGE,
     LISTENER,
     connection_refused,
-    engine,
-    engine_url,
     free_port,
     read_from,
     unique_name,
@@ -30,16 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def served(tmp_path, engine_url):  # noqa: F811
-    config = write_test_config(
-        tmp_path,
-        runtime={"kind": "docker", "socket": engine_url, "stop_timeout": 1},
-        pool={"initial_ports": []},
-    )
-    daemon = ServedDaemon(config)
-    daemon.start()
-    yield daemon
-    daemon.stop()
+def served(engine_served):
+    return engine_served
 
 
 def call(served, method, path, **kwargs):
@@ -50,7 +39,7 @@ def entry(served, port):
     return call(served, "GET", f"/network/ports/127.0.0.1/{port}").json()
 
 
-def test_create_rebind_fail_and_delete_on_the_real_engine(served, engine, request):  # noqa: F811
+def test_create_rebind_fail_and_delete_on_the_real_engine(served, engine, request):
     name = unique_name(request)
     first, second, third = free_port(), free_port(), free_port()
     for port in (first, second, third):
@@ -97,7 +86,7 @@ def test_create_rebind_fail_and_delete_on_the_real_engine(served, engine, reques
     assert not [c for c in engine.list_managed() if c["internal_id"] == name]
 
 
-def test_restart_keeps_containers_and_reports_one_the_engine_lost(served, engine, request):  # noqa: F811
+def test_restart_keeps_containers_and_reports_one_the_engine_lost(served, engine, request):
     kept, lost = unique_name(request), unique_name(request)
     ports = [free_port(), free_port()]
     for port in ports:

@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from lightd.adapters.engine import DockerEngine
-from tests.conftest import HEADERS, write_test_config
+from tests.conftest import HEADERS
 from tests.crash_cases import CASES
+from tests.e2e.conftest import engine_config
 from tests.e2e.daemon import ServedDaemon
 from tests.engine_support import (
     IMAGE,
@@ -67,11 +68,7 @@ def test_a_kill_at_each_step_ends_on_one_set_of_ports(
     name = unique_name(request)
     old = (free_port("tcp", "0.0.0.0"), free_port("udp", "0.0.0.0"))
     new = (old[0] if shared else free_port("tcp", "0.0.0.0"), free_port("udp", "0.0.0.0"))
-    config = write_test_config(
-        tmp_path,
-        runtime={"kind": "docker", "socket": engine_url, "stop_timeout": 1},
-        pool={"initial_ports": []},
-    )
+    config = engine_config(tmp_path, engine_url)
     monkeypatch.setenv("LIGHTD_CRASH_AT", step)
     doomed = ServedDaemon(config)
     doomed.start()

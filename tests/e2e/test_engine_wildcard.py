@@ -21,8 +21,7 @@ import httpx
 import pytest
 
 from lightd.adapters.engine import DockerEngine
-from tests.conftest import HEADERS, write_test_config
-from tests.e2e.daemon import ServedDaemon
+from tests.conftest import HEADERS
 from tests.engine_support import (
     IMAGE,
     LISTENER,
@@ -38,16 +37,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def served(tmp_path, engine_url):
-    config = write_test_config(
-        tmp_path,
-        runtime={"kind": "docker", "socket": engine_url, "stop_timeout": 1},
-        pool={"initial_ports": []},
-    )
-    daemon = ServedDaemon(config)
-    daemon.start()
-    yield daemon
-    daemon.stop()
+def served(engine_served):
+    return engine_served
 
 
 def call(served, method, path, **kwargs):

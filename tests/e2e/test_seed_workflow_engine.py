@@ -18,7 +18,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import TOKEN, write_test_config
+from tests.conftest import TOKEN
+from tests.e2e.conftest import engine_config
 from tests.e2e.daemon import ServedDaemon
 from tests.engine_support import (
     IMAGE,
@@ -56,12 +57,7 @@ def seed_ports(engine_target: EngineTarget) -> None:
 
 @pytest.fixture
 def served(tmp_path, engine_url, seed_ports):
-    config = write_test_config(
-        tmp_path,
-        runtime={"kind": "docker", "socket": engine_url, "stop_timeout": 1},
-        pool={"initial_ports": []},  # the seed's add example must meet an empty pool
-    )
-    daemon = ServedDaemon(config)
+    daemon = ServedDaemon(engine_config(tmp_path, engine_url))  # empty: as the seed's add example needs
     daemon.start()
     yield daemon
     daemon.stop()
