@@ -94,8 +94,7 @@ _ENGINES: tuple[type[Engine], ...] = (engines.DockerEngine, engines.NoEngine)
 
 
 def choose_engine(settings: Settings) -> tuple[Engine, str]:
-    engine, reason = engines.detect(settings.runtime.kind, settings.runtime.socket)
-    return engine, reason
+    return engines.detect(settings.runtime.kind, settings.runtime.socket)
 
 
 class Lightd:
