@@ -6,7 +6,7 @@ Two engines, one test image (scripts/test-image: busybox-static and a static ``u
 - ``docker``: dockerd of scripts/docker-up.sh, inside its own network namespace
   (/run/netns/lightd-docker). Its published ports exist only in there.
 
-Fixtures (import them into a test module, ``# noqa: F401``, as the tests here do):
+Fixtures (tests/conftest.py loads this module as a plugin, so every test can ask for them):
 
 - ``podman_target`` / ``docker_target`` (session): bring that engine up, or reuse one that
   runs, and give an :class:`EngineTarget`. The up script runs every session (it is idempotent
