@@ -39,8 +39,6 @@ __all__ = ["reconcile"]
 
 log = logging.getLogger(__name__)
 
-Info = ContainerInfo
-
 
 async def reconcile(service: ContainerService) -> dict[str, Any]:
     """Settle every intent the database holds; return what was done, by internal_id."""
@@ -52,9 +50,9 @@ async def reconcile(service: ContainerService) -> dict[str, Any]:
         "strays_removed": [],
     }
     managed = await service._engine(service.engine.list_managed)
-    by_internal_id: dict[str, list[Info]] = {}
+    by_internal_id: dict[str, list[ContainerInfo]] = {}
     for info in managed:
-        by_internal_id.setdefault(str(info.get("internal_id")), []).append(info)
+        by_internal_id.setdefault(str(info["internal_id"]), []).append(info)
     changes: list[Change] = []
     for container in list(service.containers.values()):
         seen = by_internal_id.get(container.internal_id, [])
@@ -69,14 +67,14 @@ async def reconcile(service: ContainerService) -> dict[str, Any]:
             report["rolled_forward" if forward else "rolled_back"].append(container.internal_id)
             changes += [*map(put_port, _free_given_up(service, container))]
         for info in seen:
-            if info.get("id") != container.engine_id:
+            if info["id"] != container.engine_id:
                 await service._engine(service.engine.remove, str(info["id"]), True)
-                report["strays_removed"].append(str(info.get("name") or info["id"]))
+                report["strays_removed"].append(str(info["name"] or info["id"]))
         if stopped is not None:
             # Only now: until the new container is gone it may hold a port both share.
             await _start_again(service, container, stopped)
         if service.engine.kind != "none" and container.engine_id is not None:
-            alive = any(info.get("id") == container.engine_id for info in seen)
+            alive = any(info["id"] == container.engine_id for info in seen)
             if not alive:
                 if container.state != "missing":
                     log.warning(
@@ -93,7 +91,9 @@ async def reconcile(service: ContainerService) -> dict[str, Any]:
     return report
 
 
-async def _drop(service: ContainerService, container: Container, seen: Sequence[Info]) -> list[Change]:
+async def _drop(
+    service: ContainerService, container: Container, seen: Sequence[ContainerInfo]
+) -> list[Change]:
     """Remove every engine container of ``container`` and forget it; its ports are freed."""
     for info in seen:
         await service._engine(service.engine.remove, str(info["id"]), True)
@@ -103,7 +103,7 @@ async def _drop(service: ContainerService, container: Container, seen: Sequence[
 
 
 async def _settle_rebind(
-    service: ContainerService, container: Container, seen: Sequence[Info]
+    service: ContainerService, container: Container, seen: Sequence[ContainerInfo]
 ) -> tuple[bool, str | None]:
     """Keep the old container or the new one: return whether the new one was kept, and the id
     of the old one if the swap had stopped it (to start again once the new one is removed).
@@ -112,24 +112,22 @@ async def _settle_rebind(
     bindings given up, for :func:`_free_given_up`.
     """
     pending = list(container.pending or [])
-    old = next((i for i in seen if i.get("id") == container.engine_id), None)
+    old = next((i for i in seen if i["id"] == container.engine_id), None)
     new = next((i for i in seen if i is not old and _publishes(i, pending)), None)
     container.state = "running"
     if service.engine.kind == "none" or old is not None or new is None:
         container.pending = pending  # given up: the new ports
-        stopped = old is not None and old.get("state") != "running"
+        stopped = old is not None and old["state"] != "running"
         return False, str(old["id"]) if old is not None and stopped else None
     # The old container is gone and the new one runs: the swap had passed its point of no
     # return, so finish it (the client may never have heard, but its ports are the new ones).
     container.pending = container.bindings  # given up: the old ports
     container.bindings, container.engine_id = pending, str(new["id"])
-    if new.get("name") != container.internal_id:
+    if new["name"] != container.internal_id:
         try:
             await service._engine(service.engine.rename, str(new["id"]), container.internal_id)
         except LightdError as exc:
-            log.warning(
-                "container %s keeps the name %s: %s", container.internal_id, new.get("name"), exc.message
-            )
+            log.warning("container %s keeps the name %s: %s", container.internal_id, new["name"], exc.message)
     return True, None
 
 
@@ -141,8 +139,8 @@ def _free_given_up(service: ContainerService, container: Container) -> list[Entr
     return service._release((e for e in given_up if e.key not in kept), container.internal_id)
 
 
-def _publishes(info: Info, bindings: Sequence[Binding]) -> bool:
-    return sorted(info.get("bindings") or []) == sorted(bindings)
+def _publishes(info: ContainerInfo, bindings: Sequence[Binding]) -> bool:
+    return sorted(info["bindings"]) == sorted(bindings)
 
 
 async def _start_again(service: ContainerService, container: Container, engine_id: str) -> None:
