@@ -249,7 +249,7 @@ def port_in_use(bindings: Sequence[Binding], target: str) -> Unavailable:
         f"Cannot start container {target}: host port {describe(bindings)} is already bound "
         "by another process.",
         reason="port_in_use",
-        ports=[{"ip": b.host_ip, "port": b.host_port, "protocol": b.protocol} for b in bindings],
+        ports=_ports(bindings),
     )
 
 
@@ -263,5 +263,10 @@ def ipv6_unreachable(bindings: Sequence[Binding], target: str) -> Conflict:
         "has no IPv6, so the port would accept connections and never answer them. Use an IPv4 "
         "entry such as 0.0.0.0, or enable IPv6 on Podman's network.",
         reason="ipv6_unreachable",
-        ports=[{"ip": b.host_ip, "port": b.host_port, "protocol": b.protocol} for b in bindings],
+        ports=_ports(bindings),
     )
+
+
+def _ports(bindings: Sequence[Binding]) -> list[dict[str, Any]]:
+    """The bindings' host ports as an error's ``details["ports"]`` names them."""
+    return [{"ip": b.host_ip, "port": b.host_port, "protocol": b.protocol} for b in bindings]
