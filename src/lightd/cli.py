@@ -6,6 +6,8 @@ Commands:
   lightd config check            check the config file without starting anything
   lightd token what|reset|set    show, regenerate or set the API token
   lightd ports add|ls|claim      look at and change the running daemon's pool
+  lightd leases ls|renew|release|keep   look at and end the running daemon's leases
+  lightd events                  follow the running daemon's changes as they happen
   lightd --version               print the version
 
 The commands that read the config take --config PATH (default: $LIGHTD_CONFIG, else
@@ -24,6 +26,7 @@ import typer
 
 from lightd import __version__
 from lightd.cli_common import PLAIN, ConfigOption, fail
+from lightd.cli_leases import events, leases_app
 from lightd.cli_ports import ports_app
 from lightd.config import (
     Settings,
@@ -46,6 +49,8 @@ app.add_typer(token_app, name="token")
 config_app = typer.Typer(no_args_is_help=True, help="Check the config file.", **PLAIN)
 app.add_typer(config_app, name="config")
 app.add_typer(ports_app, name="ports")
+app.add_typer(leases_app, name="leases")
+app.command("events")(events)
 
 
 def _version(wanted: bool) -> None:

@@ -124,6 +124,9 @@ def ports_claim(
     ip: Annotated[str | None, typer.Option(help="only on this ip")] = None,
     contiguous: Annotated[bool, typer.Option(help="consecutive numbers on one ip")] = False,
     note: Annotated[str | None, typer.Option(help="a note kept with each entry")] = None,
+    ttl: Annotated[
+        int | None, typer.Option("--ttl", help="hold them by a lease that frees them after TTL seconds")
+    ] = None,
     config: ConfigOption = None,
     url: UrlOption = None,
     cacert: CaCertOption = None,
@@ -132,8 +135,14 @@ def ports_claim(
     """Pick available ports at random and mark them in use, atomically."""
     _check_note(note)
     with _client(config, url, cacert, pin) as client:
-        entries = _run(lambda: client.claim(count, ip, protocol, contiguous, note))
+        if ttl is None:
+            entries = _run(lambda: client.claim(count, ip, protocol, contiguous, note))
+        else:
+            answer = _run(lambda: client.claim_lease(count, ip, protocol, contiguous, note, ttl=ttl))
+            entries, lease = answer["ports"], answer["lease"]
     typer.echo(_table(entries))
+    if ttl is not None:
+        typer.echo(f"lease {_safe(lease['id'])} expires at {_safe(lease['expires_at'])}")
 
 
 def _check_note(note: str | None) -> None:
