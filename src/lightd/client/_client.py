@@ -239,12 +239,13 @@ class Client:
     def events(self, after: int | None = None, reconnect: bool = True) -> Iterator[Event]:
         """Every change to the pool as it happens, in order: :class:`Event` (id, type, data).
 
-        ``after``: start with the events after this id (from the daemon's backlog), else only
-        new ones. An event of type ``reset`` says events were missed (too far behind): re-read
-        the pool. The first connection must succeed (else ClientError, status 0); once the
-        stream has been open, a dropped connection is retried (with ``reconnect``, 0.5 s doubling
-        to 5 s between tries, forever) sending ``Last-Event-ID``, so no event is missed, or ends
-        the iteration (without). An error answer (401, 406, 400...) raises ClientError at once.
+        ``after`` (sent as ``?after=``): start with the events after this id (from the
+        daemon's backlog), else only new ones. An event of type ``reset`` says events were
+        missed (too far behind): re-read the pool. The first connection must succeed (else
+        ClientError, status 0); once the stream has been open, a dropped connection is retried
+        (with ``reconnect``, 0.5 s doubling to 5 s between tries, forever) sending
+        ``Last-Event-ID``, so no event is missed, or ends the iteration (without). An error
+        answer (401, 406, 400...) raises ClientError at once, on a reconnect too.
         """
         last = after
         connected = False
@@ -252,11 +253,14 @@ class Client:
         timeout = httpx.Timeout(self._timeout, read=EVENTS_READ_TIMEOUT)
         while True:
             headers = {"Accept": EVENTS_ACCEPT}
-            if last is not None:
+            params: dict[str, str] = {}
+            if last is not None and connected:  # a reconnect: where the last one left off
                 headers["Last-Event-ID"] = str(last)
+            elif last is not None:
+                params["after"] = str(last)
             try:
                 with self._http.stream(
-                    "GET", "/network/events", headers=headers, timeout=timeout
+                    "GET", "/network/events", headers=headers, params=params, timeout=timeout
                 ) as response:
                     self._check_stream(response)
                     connected = True
