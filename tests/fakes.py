@@ -7,10 +7,21 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
+from lightd.core.changes import (
+    Change,
+    DeleteContainer,
+    DeleteLease,
+    DeletePort,
+    PutContainer,
+    PutEvent,
+    PutLease,
+    PutPort,
+    TrimEvents,
+)
 from lightd.core.containers import Binding
 from lightd.core.engine_view import ContainerInfo, missing
 from lightd.core.entry import Entry, Key
+from lightd.core.leases import Lease
 from lightd.errors import StorageError, Unavailable
 
 if TYPE_CHECKING:
@@ -21,10 +32,12 @@ class MemoryStore:
     """A Store keeping rows in a dict; can be told to fail its next transactions."""
 
     def __init__(self, entries: Sequence[Entry] = ()) -> None:
-        self.rows: dict[Key, tuple[bool, str | None, str | None]] = {
-            e.key: (e.in_use, e.container, e.note) for e in entries
+        self.rows: dict[Key, tuple[bool, str | None, str | None, str | None]] = {
+            e.key: (e.in_use, e.container, e.note, e.lease) for e in entries
         }
         self.containers: dict[str, str] = {}
+        self.leases: dict[str, Lease] = {}
+        self.events: dict[int, tuple[str, str]] = {}
         self.created = True
         self.fail_next = 0
         self.transactions: list[list[Change]] = []
@@ -39,6 +52,16 @@ class MemoryStore:
     def load_containers(self) -> list[str]:
         return list(self.containers.values())
 
+    def load_leases(self) -> list[Lease]:
+        return [Lease(**vars(lease)) for lease in self.leases.values()]
+
+    def event_bounds(self) -> tuple[int, int]:
+        return (min(self.events, default=0), max(self.events, default=0))
+
+    def read_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        ids = sorted(i for i in self.events if i > after)[:limit]
+        return [(i, *self.events[i]) for i in ids]
+
     def apply(self, changes: Sequence[Change]) -> None:
         if self.gate is not None:
             self.gate.wait(timeout=10)
@@ -47,18 +70,30 @@ class MemoryStore:
             raise StorageError("could not save the change: disk I/O error")
         staged = dict(self.rows)
         containers = dict(self.containers)
+        leases = dict(self.leases)
+        events = dict(self.events)
         for change in changes:
+            if isinstance(change, PutLease):
+                leases[change.id] = Lease(*change)
+            elif isinstance(change, DeleteLease):
+                leases.pop(change.id, None)
+            elif isinstance(change, PutEvent):
+                events[change.id] = (change.type, change.data)
+            elif isinstance(change, TrimEvents):
+                events = {i: e for i, e in events.items() if i >= change.below}
             if isinstance(change, PutContainer):
                 containers[change.internal_id] = change.body
             elif isinstance(change, DeleteContainer):
                 containers.pop(change.internal_id, None)
             if isinstance(change, PutPort):
                 staged[(change.ip, change.port, change.protocol)] = (
-                    change.in_use, change.container, change.note)
+                    change.in_use, change.container, change.note, change.lease)
             elif isinstance(change, DeletePort):
                 staged.pop((change.ip, change.port, change.protocol), None)
         self.rows = staged
         self.containers = containers
+        self.leases = leases
+        self.events = events
         self.transactions.append(list(changes))
 
     def close(self) -> None:

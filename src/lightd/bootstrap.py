@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,8 @@ from lightd.errors import LightdError
 from lightd.metrics import Metrics
 from lightd.service.committer import ThreadWriter
 from lightd.service.containers import ContainerService
+from lightd.service.events import EventHub
+from lightd.service.leases import LeaseService
 from lightd.service.pool_service import PoolService
 from lightd.service.ports import Engine, Firewall, NoFirewall, ReservedPorts, Writer
 from lightd.service.repair import RepairService
@@ -106,8 +109,11 @@ class Lightd:
         firewall: Firewall | None = None,
         engine: Engine | None = None,
         reserved: ReservedPorts | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock``: the wall clock leases expire by (epoch seconds; tests pass their own)."""
         self.settings = settings
+        clock = clock or time.time
         self.token = settings.token
         # status()["api"]: whether the token travels encrypted (serve logs the warning).
         self.api_security = api_security(settings.api.host, settings.api.tls is not None)
@@ -126,6 +132,8 @@ class Lightd:
         # One per daemon, with its own registry; the pool and firewall gauges are read at scrape.
         self.metrics = Metrics() if settings.metrics.enabled else Metrics.disabled()
         pool = settings.pool
+        self.events = EventHub(self.store, backlog=settings.events.backlog,
+                               heartbeat=settings.events.heartbeat, clock=clock)
         self.pool = PoolService(
             self.store,
             self.firewall,
@@ -136,12 +144,19 @@ class Lightd:
             write_timeout=settings.storage.write_timeout,
             metrics=self.metrics,
             reserved=reserved or choose_reserved_ports(settings, self.metrics.reserved_ports),
+            events=self.events,
         )
+        self.leases = LeaseService(self.pool, clock=clock, metrics=self.metrics)
         self.metrics.watch_pool(lambda: self.pool.pool)
         self.metrics.watch_firewall(self.firewall.status)
         self.containers = ContainerService(
-            self.pool, self.engine, stop_timeout=settings.runtime.stop_timeout
+            self.pool, self.engine, stop_timeout=settings.runtime.stop_timeout, leases=self.leases
         )
+        self.metrics.watch_live(lambda: {
+            "leases": len(self.leases.leases),
+            "event_subscribers": self.events.subscribers,
+            "events": self.events.published,
+        })
         self.repair = RepairService(
             self.pool, self.containers, self.engine, host, interval=settings.repair.interval,
             idle_passes=settings.repair.idle_passes, metrics=self.metrics,
@@ -164,6 +179,7 @@ class Lightd:
         log.info("pool loaded: %d entries from %s", len(self.pool.pool), self.store.path)
         await self._reconcile_firewall()
         await self._check_holders()
+        await self._expire_leases()
         await self._reconcile_containers()
         # The pool is a large, long-lived heap: keep the cyclic GC from walking it again and again.
         gc.collect()
@@ -174,6 +190,7 @@ class Lightd:
         # objects die young; a collection every 50,000 net allocations still bounds the garbage.
         gc.set_threshold(50_000, 10, 10)
         self.repair.start()  # its first pass one interval from now: start-up has just reconciled
+        self.leases.start()
 
     async def _reconcile_firewall(self) -> None:
         try:
@@ -193,6 +210,11 @@ class Lightd:
         problems = await self.containers.check_holders()
         self.startup["holders"] = {"count": len(problems), "problems": problems[:50]}
 
+    async def _expire_leases(self) -> None:
+        """Leases that ran out while the daemon was down free their ports before it serves."""
+        expired = await self.leases.expire_due()
+        self.startup["leases"] = {"expired": expired, "held": len(self.leases.leases)}
+
     async def _reconcile_containers(self) -> None:
         try:
             report = await self.containers.reconcile()
@@ -205,6 +227,7 @@ class Lightd:
             log.warning("containers reconciled: %s", report)
 
     async def stop(self) -> None:
+        await self.leases.stop()
         await self.repair.stop()
         await self.pool.stop()
         await self.containers.close()
@@ -231,6 +254,9 @@ class Lightd:
             "storage": self._storage_status(),
             "startup": self.startup,
             "repair": self.repair.status(),
+            "leases": {"count": len(self.leases.leases), "expired": self.leases.expired},
+            "events": {"last_id": self.events.last_id, "subscribers": self.events.subscribers,
+                       "backlog": self.events.backlog},
         }
 
     def _storage_status(self) -> dict[str, Any]:

@@ -128,6 +128,7 @@ def serve(
     from lightd.adapters.locks import hold_data_folder
     from lightd.api import create_app
     from lightd.api.server import (
+        StreamingServer,
         bind_listener,
         connection_budget,
         protocol_class,
@@ -160,8 +161,8 @@ def serve(
             fail(exc.message)
         http = protocol_class(api.header_timeout, api.body_timeout,
                               connection_budget(api.max_connections, raise_open_files_limit()),
-                              ssl_context=tls)
-        server = uvicorn.Server(
+                              ssl_context=tls, send_timeout=settings.events.client_timeout)
+        server = StreamingServer(daemon.events.close,
             uvicorn.Config(
                 create_app(daemon),
                 host=api.host,

@@ -26,6 +26,7 @@ from lightd.config_tree import (
     DEFAULT_INITIAL_PORTS,
     ApiSettings,
     AuthorizationSettings,
+    EventsSettings,
     FirewallSettings,
     InitialPorts,
     MetricsSettings,
@@ -43,6 +44,7 @@ __all__ = [
     "ApiSettings",
     "AuthorizationSettings",
     "ConfigError",
+    "EventsSettings",
     "FirewallSettings",
     "InitialPorts",
     "MetricsSettings",
@@ -73,11 +75,15 @@ MAX_TOKEN_LENGTH = 4096
 MAX_TIMEOUT = 86_400
 MAX_CONNECTIONS = 1_000_000
 MAX_IDLE_PASSES = 1_000_000
+MAX_BACKLOG = 10_000_000
+MAX_HEARTBEAT = 3600
 
 
 # -- parsing -----------------------------------------------------------------------------------
 
-SECTIONS = ("api", "authorization", "storage", "pool", "firewall", "runtime", "repair", "metrics")
+SECTIONS = (
+    "api", "authorization", "storage", "pool", "firewall", "runtime", "repair", "metrics", "events"
+)
 
 
 def parse(raw: Any, path: Path, shown_path: str | None = None) -> Settings:
@@ -105,6 +111,7 @@ def parse(raw: Any, path: Path, shown_path: str | None = None) -> Settings:
         runtime=_runtime(top.section("runtime")),
         repair=_repair(top.section("repair")),
         metrics=_metrics(top.section("metrics")),
+        events=_events(top.section("events")),
     )
     top.done()
     return settings
@@ -179,6 +186,16 @@ def _metrics(section: Section) -> MetricsSettings:
     return MetricsSettings(enabled)
 
 
+def _events(section: Section) -> EventsSettings:
+    events = EventsSettings(
+        backlog=section.integer("backlog", EventsSettings.backlog, 100, MAX_BACKLOG),
+        heartbeat=section.seconds("heartbeat", EventsSettings.heartbeat, MAX_HEARTBEAT),
+        client_timeout=section.seconds("client_timeout", EventsSettings.client_timeout, MAX_HEARTBEAT),
+    )
+    section.done()
+    return events
+
+
 def default_raw(token: str) -> dict[str, Any]:
     """The file a first start writes: every key with its default, so an operator sees them all."""
     return {
@@ -203,6 +220,7 @@ def default_raw(token: str) -> dict[str, Any]:
         "runtime": {"kind": "auto", "socket": "/var/run/docker.sock", "stop_timeout": 10},
         "repair": {"interval": 60, "idle_passes": 10},
         "metrics": {"enabled": True},
+        "events": {"backlog": 10_000, "heartbeat": 15, "client_timeout": 10},
     }
 
 

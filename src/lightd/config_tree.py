@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_INITIAL_PORTS",
     "ApiSettings",
     "AuthorizationSettings",
+    "EventsSettings",
     "FirewallSettings",
     "InitialPorts",
     "MetricsSettings",
@@ -117,6 +118,15 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class EventsSettings:
+    backlog: int = 10_000  # events kept in the database for subscribers that reconnect
+    heartbeat: float = 15.0  # seconds of silence before a comment keeps a stream alive
+    # Seconds a client may leave what lightd writes to it untaken (a stream that stops
+    # reading, any answer) before its connection is closed.
+    client_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything lightd reads from its config, typed; built by :func:`parse` and nothing else."""
 
@@ -130,6 +140,7 @@ class Settings:
     runtime: RuntimeSettings = RuntimeSettings()
     repair: RepairSettings = RepairSettings()
     metrics: MetricsSettings = MetricsSettings()
+    events: EventsSettings = EventsSettings()
 
     def error(self, key: str, message: str) -> ConfigError:
         """A refusal of ``key`` found after parsing (:func:`lightd.bootstrap.preflight`)."""

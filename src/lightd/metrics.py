@@ -163,7 +163,9 @@ class Metrics:
         self.routes: dict[tuple[str, str], RouteStats] = {}
         self.findings = dict.fromkeys(REPAIR_TYPES, 0)
         self.reserved = 0
+        self.expired_leases = 0
         self._pool: Callable[[], Pool] | None = None
+        self._live: Callable[[], Mapping[str, int]] | None = None
         self._firewall: Callable[[], Mapping[str, Any]] | None = None
         if not self.enabled:  # exports nothing: no collector (the process one reads /proc)
             return
@@ -186,7 +188,14 @@ class Metrics:
         """The firewall's ``status()``; its ``rules`` (``{"ipv4": n, ...}``) feed the gauge."""
         self._firewall = status
 
+    def watch_live(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """``leases`` held now, stream ``subscribers`` now, and ``events`` told since start."""
+        self._live = counts
+
     # -- recording ---------------------------------------------------------------------------
+
+    def leases_expired(self, count: int) -> None:
+        self.expired_leases += count
 
     def route(self, method: str, route: str) -> RouteStats:
         """The stats of ``method`` on a route template (made on first use; a bounded set)."""
@@ -272,6 +281,21 @@ class Metrics:
         )
         reserved.add_metric([], self.reserved)
         yield reserved
+        yield from self._live_families()
+
+    def _live_families(self) -> Iterator[Metric]:
+        expired = CounterMetricFamily("lightd_leases_expired", "Leases freed because they ran out.")
+        expired.add_metric([], self.expired_leases)
+        yield expired
+        live = {} if self._live is None else self._live()
+        for name, kind, documentation in (
+            ("leases", GaugeMetricFamily, "Leases holding ports now."),
+            ("event_subscribers", GaugeMetricFamily, "Clients following GET /network/events now."),
+            ("events", CounterMetricFamily, "Events told on the stream since the daemon started."),
+        ):
+            family = kind(f"lightd_{name}", documentation)
+            family.add_metric([], live.get(name, 0))
+            yield family
 
     def _http_families(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(

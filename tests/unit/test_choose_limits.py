@@ -422,7 +422,7 @@ async def test_a_big_claim_runs_in_slices_and_readers_see_it_whole_or_not_at_all
     assert reads and all(total < 100 or total >= 15_000 for total in reads), reads
     small_keys = {e.key for batch in small for e in batch}
     assert not small_keys & {e.key for e in big}, "a port handed out twice"
-    assert all(store.rows[e.key] == (True, None, "big") for e in big)
+    assert all(store.rows[e.key] == (True, None, "big", None) for e in big)
 
 
 async def test_a_big_claim_that_fails_midway_gives_back_all_it_took(make_service, sliced):
@@ -444,9 +444,9 @@ async def test_a_big_claim_that_fails_midway_gives_back_all_it_took(make_service
     [small] = waiting.result()
     assert small.port % 2 == 0
     expected = dict(rows_before)
-    expected[small.key] = (True, None, "kept")
+    expected[small.key] = (True, None, "kept", None)
     assert store.rows == expected, "the failed claim left something changed"
-    in_memory = {e.key: (e.in_use, e.container, e.note) for e in service.pool.entries()}
+    in_memory = {e.key: (e.in_use, e.container, e.note, e.lease) for e in service.pool.entries()}
     assert in_memory == expected
     assert service.pool.available_count() == 12_000 - 1
 
@@ -464,7 +464,7 @@ async def test_a_big_pair_claim_and_a_big_run_are_taken_whole(make_service, slic
     with pytest.raises(NoAvailablePorts):
         await service.claim(2_001, ("tcp", "udp"))  # 2,000 pairs are left
     assert all(store.rows[e.key][0] for e in pairs + run)
-    assert sum(in_use for in_use, _, _ in store.rows.values()) == 7_000
+    assert sum(in_use for in_use, *_ in store.rows.values()) == 7_000
 
 
 async def test_a_big_claim_under_way_when_a_commit_fails_claims_nothing(make_service, sliced):
@@ -481,8 +481,8 @@ async def test_a_big_claim_under_way_when_a_commit_fails_claims_nothing(make_ser
     assert all(isinstance(result, StorageError) for result in results), results
     # Memory was rebuilt from the store, where nothing was claimed; the pool is open again.
     assert not service.gate.held
-    assert all(not in_use for in_use, _, _ in store.rows.values())
-    assert {e.key: (e.in_use, e.container, e.note) for e in service.pool.entries()} == store.rows
+    assert all(not in_use for in_use, *_ in store.rows.values())
+    assert {e.key: (e.in_use, e.container, e.note, e.lease) for e in service.pool.entries()} == store.rows
     assert len(await service.claim(10_000)) == 10_000
 
 
@@ -506,6 +506,6 @@ async def test_a_container_waits_for_a_big_claim_and_never_sees_it_half_done(mak
         with pytest.raises(NoAvailablePorts):
             claim.result()
         assert [b.host_port for b in created.bindings] == [taken[0]]
-        assert store.rows[("0.0.0.0", taken[0], "tcp")] == (True, "mc-1", None)
+        assert store.rows[("0.0.0.0", taken[0], "tcp")] == (True, "mc-1", None, None)
     finally:
         await containers.close()

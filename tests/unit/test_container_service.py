@@ -40,7 +40,7 @@ async def test_create_marks_every_port_for_the_container_durably(world):
     created = await containers.create("mc-1", "busybox", [explicit(25565), explicit(19132, "udp")])
     assert created.state == "running" and created.engine_id in engine.containers
     assert held(pools, "mc-1") == [19132, 25565]
-    assert store.rows[("0.0.0.0", 25565, TCP)] == (True, "mc-1", None)
+    assert store.rows[("0.0.0.0", 25565, TCP)] == (True, "mc-1", None, None)
     assert json.loads(store.containers["mc-1"])["state"] == "running"
 
 
@@ -91,7 +91,7 @@ async def test_engine_failure_on_create_frees_everything(world):
     with pytest.raises(Conflict, match="address already in use"):
         await containers.create("mc-1", "busybox", [explicit(25565)])
     assert held(pools, "mc-1") == [] and store.containers == {}
-    assert store.rows[("0.0.0.0", 25565, TCP)] == (False, None, None)
+    assert store.rows[("0.0.0.0", 25565, TCP)] == (False, None, None, None)
 
 
 async def test_rebind_claims_new_frees_old_and_replaces_the_engine_container(world):
@@ -100,7 +100,7 @@ async def test_rebind_claims_new_frees_old_and_replaces_the_engine_container(wor
     old_id = created.engine_id
     rebound = await containers.rebind("mc-1", [explicit(25566), explicit(25567)])
     assert held(pools, "mc-1") == [25566, 25567]
-    assert store.rows[("0.0.0.0", 25565, TCP)] == (False, None, None)
+    assert store.rows[("0.0.0.0", 25565, TCP)] == (False, None, None, None)
     assert old_id not in engine.containers
     assert engine.containers[rebound.engine_id]["name"] == "mc-1"
     assert f"stop {old_id}" in engine.calls, "a shared port means the old one stops first"
@@ -113,7 +113,7 @@ async def test_failed_rebind_keeps_the_old_bindings_and_restarts_the_old_contain
     with pytest.raises(Unavailable):
         await containers.rebind("mc-1", [explicit(25565), explicit(25567)])
     assert held(pools, "mc-1") == [25565]
-    assert store.rows[("0.0.0.0", 25567, TCP)] == (False, None, None)
+    assert store.rows[("0.0.0.0", 25567, TCP)] == (False, None, None, None)
     assert engine.containers[created.engine_id]["state"] == "running"
     assert containers.get("mc-1").state == "running"
 
@@ -135,7 +135,7 @@ async def test_delete_removes_the_engine_container_and_frees_its_ports(world):
         await pools.delete("0.0.0.0", 25565, None)
     freed = await containers.delete("mc-1")
     assert [e.port for e in freed] == [25565] and engine.containers == {}
-    assert store.rows[("0.0.0.0", 25565, TCP)] == (False, None, None) and store.containers == {}
+    assert store.rows[("0.0.0.0", 25565, TCP)] == (False, None, None, None) and store.containers == {}
     with pytest.raises(NotFound):
         await containers.delete("mc-1")
 
@@ -209,7 +209,7 @@ async def test_a_rebind_that_cannot_remove_the_old_container_undoes_the_new_one(
         await containers.rebind("mc-1", [explicit(25566)])
     assert engine_view(engine) == [("mc-1", [25565], "running")]
     assert held(pools, "mc-1") == [25565]
-    assert store.rows[("0.0.0.0", 25566, TCP)] == (False, None, None)
+    assert store.rows[("0.0.0.0", 25566, TCP)] == (False, None, None, None)
 
 
 async def test_a_new_container_that_cannot_be_removed_keeps_its_ports_held_until_restart(world):

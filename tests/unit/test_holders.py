@@ -106,7 +106,7 @@ async def test_deleting_a_container_frees_only_what_it_holds() -> None:
         freed = await containers.delete("mc-3")
         assert [e.port for e in freed] == [20001]
         assert theirs.in_use and theirs.container == "mc-4"
-        assert store.rows[theirs.key] == (True, "mc-4", None)
+        assert store.rows[theirs.key] == (True, "mc-4", None, None)
     finally:
         await pools.stop()
         await containers.close()

@@ -3,6 +3,7 @@ import threading
 
 import pytest
 
+from lightd.core.changes import PutEvent, PutPort
 from lightd.core.entry import Entry
 from lightd.errors import AlreadyExists, Ambiguous, Conflict, NoAvailablePorts, StorageError, Unavailable
 from lightd.service.pool_service import PoolService
@@ -27,14 +28,14 @@ async def make_service():
 
 
 def rows_match_memory(service, store):
-    memory = {e.key: (e.in_use, e.container, e.note) for e in service.pool.entries()}
+    memory = {e.key: (e.in_use, e.container, e.note, e.lease) for e in service.pool.entries()}
     return memory == store.rows
 
 
 async def test_add_is_durable_before_it_returns(make_service):
     service, store = await make_service()
     await service.add("0.0.0.0", 25565, "tcp", note="lobby")
-    assert store.rows[("0.0.0.0", 25565, "tcp")] == (False, None, "lobby")
+    assert store.rows[("0.0.0.0", 25565, "tcp")] == (False, None, "lobby", None)
 
 
 async def test_duplicate_add_is_refused_and_changes_nothing(make_service):
@@ -57,7 +58,11 @@ async def test_concurrent_changes_share_transactions(make_service):
     service, store = await make_service(*[("0.0.0.0", p, "tcp") for p in range(1, 201)])
     await asyncio.gather(*[service.set_use("0.0.0.0", p, "tcp", True) for p in range(1, 201)])
     assert len(store.transactions) < 200
-    assert sum(len(t) for t in store.transactions) == 200
+    ports = [c for t in store.transactions for c in t if isinstance(c, PutPort)]
+    assert len(ports) == 200
+    # Each change is told once, in the transaction that saved it, ids in the order of commits.
+    told = [c.id for t in store.transactions for c in t if isinstance(c, PutEvent)]
+    assert len(told) == 200 and told == sorted(told)
     assert rows_match_memory(service, store)
 
 

@@ -24,12 +24,24 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lightd.adapters.sqlite_store import SqliteStore
-from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
+from lightd.core.changes import (
+    Change,
+    DeleteContainer,
+    DeleteLease,
+    DeletePort,
+    PutContainer,
+    PutEvent,
+    PutLease,
+    PutPort,
+    TrimEvents,
+)
 from lightd.errors import StorageError
 
 __all__ = ["LENGTH", "MORE", "READ_SIZE", "encode", "frame", "serve"]
 
-KINDS: tuple[type[Change], ...] = (PutPort, DeletePort, PutContainer, DeleteContainer)
+KINDS: tuple[type[Change], ...] = (
+    PutPort, DeletePort, PutContainer, DeleteContainer, PutLease, DeleteLease, PutEvent, TrimEvents
+)
 _CODES = {kind: code for code, kind in enumerate(KINDS)}
 LENGTH = struct.Struct(">I")
 READ_SIZE = 1 << 16

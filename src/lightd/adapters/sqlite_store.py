@@ -10,21 +10,34 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import threading
 from collections.abc import Sequence
 from itertools import groupby
 from pathlib import Path
 
 from lightd.adapters.disk_reserve import DiskReserve
-from lightd.core.changes import Change, DeleteContainer, DeletePort, PutContainer, PutPort
+from lightd.core.changes import (
+    Change,
+    DeleteContainer,
+    DeleteLease,
+    DeletePort,
+    PutContainer,
+    PutEvent,
+    PutLease,
+    PutPort,
+    TrimEvents,
+)
 from lightd.core.entry import Entry
+from lightd.core.leases import Lease
 from lightd.errors import StorageError
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 1
+# 1: ports and containers; 2: the lease holding a port, the leases, the event backlog.
+SCHEMA_VERSION = 2
 SQLITE_FULL = 13
 SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
-TABLES = ("ports", "containers")
+TABLES = ("ports", "containers", "leases", "events")
 PAGE_SIZE = 1024
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ports (
@@ -34,17 +47,31 @@ CREATE TABLE IF NOT EXISTS ports (
     in_use    INTEGER NOT NULL DEFAULT 0 CHECK (in_use IN (0, 1)),
     container TEXT,
     note      TEXT,
+    lease     TEXT,
     PRIMARY KEY (ip, port, protocol)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS containers (
     internal_id TEXT PRIMARY KEY,
     body        TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    id         TEXT    PRIMARY KEY,
+    expires_at INTEGER NOT NULL,
+    ttl        INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id   INTEGER PRIMARY KEY,
+    type TEXT    NOT NULL,
+    data TEXT    NOT NULL
+);
 """
+# A database of schema 1 gets the column its ports table lacks (the new tables come with SCHEMA).
+MIGRATE_1 = "ALTER TABLE ports ADD COLUMN lease TEXT"
 
+PUT_VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?)"
 PUT_SQL = (
-    "INSERT OR REPLACE INTO ports (ip, port, protocol, in_use, container, note) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO ports (ip, port, protocol, in_use, container, note, lease) " + PUT_VALUES
 )
 DELETE_SQL = "DELETE FROM ports WHERE ip = ? AND port = ? AND protocol = ?"
 EXISTS_SQL = "SELECT 1 FROM ports WHERE ip = ? AND port = ? AND protocol = ?"
@@ -53,7 +80,14 @@ SQL_BY_CHANGE: dict[type, str] = {
     DeletePort: DELETE_SQL,
     PutContainer: "INSERT OR REPLACE INTO containers (internal_id, body) VALUES (?, ?)",
     DeleteContainer: "DELETE FROM containers WHERE internal_id = ?",
+    PutLease: "INSERT OR REPLACE INTO leases (id, expires_at, ttl, created_at) VALUES (?, ?, ?, ?)",
+    DeleteLease: "DELETE FROM leases WHERE id = ?",
+    PutEvent: "INSERT OR REPLACE INTO events (id, type, data) VALUES (?, ?, ?)",
+    TrimEvents: "DELETE FROM events WHERE id < ?",
 }
+# What a transaction on a full disk may carry besides what frees entries: the events that tell
+# of it, and what only deletes.
+_FREEING = (DeletePort, DeleteContainer, DeleteLease, PutEvent, TrimEvents)
 
 
 def _no_space(exc: sqlite3.Error) -> bool:
@@ -76,12 +110,12 @@ def _full(detail: str | None) -> str:
     )
 
 
-ROWS_PER_STATEMENT = 500  # 6 parameters a row: well under SQLite's limit of 32,766
+ROWS_PER_STATEMENT = 500  # 7 parameters a row: well under SQLite's limit of 32,766
 
 
 @functools.lru_cache(maxsize=64)
 def _put_many_sql(rows: int) -> str:
-    return PUT_SQL.replace("VALUES (?, ?, ?, ?, ?, ?)", "VALUES " + ", ".join(["(?,?,?,?,?,?)"] * rows))
+    return PUT_SQL.replace(PUT_VALUES, "VALUES " + ", ".join(["(?,?,?,?,?,?,?)"] * rows))
 
 
 def _put_ports(db: sqlite3.Connection, rows: list[PutPort]) -> None:
@@ -98,6 +132,10 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self.created = False
         self.reserve = DiskReserve(path.parent)
+        # The event backlog is read on a connection of its own (from worker threads), so reads
+        # never share the writer's.
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     def open(self) -> None:
         """Open (creating if needed) the database; ``created`` tells whether it is new.
@@ -143,12 +181,25 @@ class SqliteStore:
                 f"database {self.path} was written by a newer lightd (schema {version})"
             )
         tables = db.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+            f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+            f"({', '.join('?' * len(TABLES))})",
             TABLES,
         ).fetchone()[0]
         if version < SCHEMA_VERSION or tables < len(TABLES):
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(ports)")}
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if columns and "lease" not in columns:
+                    db.execute(MIGRATE_1)
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -158,10 +209,41 @@ class SqliteStore:
 
     def load_entries(self) -> list[Entry]:
         rows = self.db.execute(
-            "SELECT ip, port, protocol, in_use, container, note FROM ports"
+            "SELECT ip, port, protocol, in_use, container, note, lease FROM ports"
         ).fetchall()
-        return [Entry(ip, port, proto, bool(used), holder, note) for ip, port, proto, used, holder,
-                note in rows]
+        return [Entry(ip, port, proto, bool(used), holder, note, lease) for ip, port, proto, used,
+                holder, note, lease in rows]
+
+    def load_leases(self) -> list[Lease]:
+        rows = self.db.execute("SELECT id, expires_at, ttl, created_at FROM leases").fetchall()
+        return [Lease(*row) for row in rows]
+
+    def event_bounds(self) -> tuple[int, int]:
+        """The ids of the oldest and the newest event kept (0, 0 when none is)."""
+        low, high = self.db.execute("SELECT min(id), max(id) FROM events").fetchone()
+        return (low or 0, high or 0)
+
+    def read_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        """Up to ``limit`` events of ids above ``after``, in order: ``(id, type, data)``.
+
+        Safe from any thread, beside the writer: on its own connection (WAL: readers never
+        wait for the writer).
+        """
+        with self._reader_lock:
+            try:
+                if self._reader is None:
+                    self._reader = sqlite3.connect(
+                        f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    self._reader.execute("PRAGMA busy_timeout=5000")
+                rows = self._reader.execute(
+                    "SELECT id, type, data FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read the event backlog: {_reason(exc)}") from exc
+        return [(int(i), str(t), str(d)) for i, t, d in rows]
 
     def load_containers(self) -> list[str]:
         """Every container, as the JSON text it was saved as."""
@@ -211,7 +293,7 @@ class SqliteStore:
     def _frees_only(self, changes: Sequence[Change]) -> bool:
         """Whether ``changes`` only delete entries and containers or free existing entries."""
         for change in changes:
-            if isinstance(change, DeletePort | DeleteContainer):
+            if isinstance(change, _FREEING):
                 continue
             if (isinstance(change, PutPort) and not change.in_use and change.container is None
                     and self.db.execute(EXISTS_SQL, change[:3]).fetchone() is not None):
@@ -220,6 +302,10 @@ class SqliteStore:
         return True
 
     def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -17,11 +17,15 @@ from lightd.api.middleware import GuardMiddleware
 from lightd.api.openapi import install_openapi
 from lightd.api.responses import json_response
 from lightd.api.routes_containers import add_container_routes
+from lightd.api.routes_events import add_event_routes
+from lightd.api.routes_leases import add_lease_routes
 from lightd.api.routes_metrics import add_metrics_route
 from lightd.api.routes_pool import add_pool_routes
 from lightd.api.routes_system import add_system_routes
 from lightd.metrics import Metrics
 from lightd.service.containers import ContainerService
+from lightd.service.events import EventHub
+from lightd.service.leases import LeaseService
 from lightd.service.pool_service import PoolService
 from lightd.service.repair import RepairService
 
@@ -36,6 +40,8 @@ class Daemon(Protocol):
     containers: ContainerService
     repair: RepairService
     metrics: Metrics
+    leases: LeaseService
+    events: EventHub
 
     async def start(self) -> None: ...
 
@@ -70,14 +76,17 @@ def create_app(daemon: Daemon, fast_path: bool = True) -> FastAPI:
     async def ping() -> Response:
         return json_response(hot.ping())
 
-    add_pool_routes(app, daemon.pool)
+    add_pool_routes(app, daemon.pool, daemon.leases)
     add_container_routes(app, daemon.containers)
+    add_lease_routes(app, daemon.leases)
+    add_event_routes(app, daemon.events)
     add_system_routes(app, daemon)
     add_metrics_route(app, daemon.metrics)
     install_openapi(app)
     # Added last, runs first: the guard, then the fast path for ping, random and claim (which
     # also counts the requests for the metrics, so it is there with fast_path=False too).
-    app.add_middleware(FastPath, service=daemon.pool, metrics=daemon.metrics, hot=fast_path)
+    app.add_middleware(FastPath, service=daemon.pool, leases=daemon.leases,
+                       metrics=daemon.metrics, hot=fast_path)
     app.add_middleware(GuardMiddleware, token=daemon.token, metrics=daemon.metrics,
                        routes=app.routes)
     return app

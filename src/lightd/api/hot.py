@@ -12,6 +12,7 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +22,7 @@ from lightd.api.schemas import Claim, entry_out
 from lightd.core.entry import parse_ip, parse_protocol
 from lightd.errors import InvalidInput, NoAvailablePorts, NotFound
 from lightd.metrics import UNMATCHED, Histogram, Metrics, RouteStats
+from lightd.service.leases import LeaseService
 from lightd.service.pool_service import PoolService
 
 __all__ = ["FastPath", "claim_ports", "ping", "random_port"]
@@ -49,17 +51,29 @@ async def random_port(service: PoolService, query: Mapping[str, str]) -> Json:
     return entry_out(entry)
 
 
-async def claim_ports(service: PoolService, body: Claim) -> Json | Encoded:
+async def claim_ports(service: PoolService, leases: LeaseService, body: Claim) -> Json | Encoded:
     """The claim's answer, once it is durable: a big one encoded in pieces (the same bytes).
+    With a ``ttl``, a lease holds the entries, and the answer says which.
 
     The claim lets the pool go once it is durable, so between two pieces another request may
     change an entry it was handed (an operator freeing one by hand): the entry shows as it is
     when its piece is made, as it would in an answer made at that moment.
     """
-    entries = await service.claim(body.count, body.protocols, body.ip, body.contiguous, body.note)
+    lease: Json | None = None
+    if body.ttl is None:
+        entries = await service.claim(body.count, body.protocols, body.ip, body.contiguous,
+                                      body.note)
+    else:
+        held, entries = await leases.claim(body.count, body.protocols, body.ip, body.contiguous,
+                                           body.note, body.ttl)
+        lease = held.summary()
+    tail = b"}" if lease is None else b',"lease":' + orjson.dumps(lease) + b"}"
     if len(entries) <= ANSWER_PIECE:
-        return {"ports": [entry_out(e) for e in entries]}
-    return await encode_in_pieces(b'{"ports":', entries, entry_out, b"}", ANSWER_PIECE)
+        answer: Json = {"ports": [entry_out(e) for e in entries]}
+        if lease is not None:
+            answer["lease"] = lease
+        return answer
+    return await encode_in_pieces(b'{"ports":', entries, entry_out, tail, ANSWER_PIECE)
 
 
 def parse_claim(raw: bytes) -> Claim:
@@ -86,10 +100,16 @@ class FastPath:
     """
 
     def __init__(
-        self, app: ASGIApp, service: PoolService, metrics: Metrics | None = None, hot: bool = True
+        self,
+        app: ASGIApp,
+        service: PoolService,
+        leases: LeaseService,
+        metrics: Metrics | None = None,
+        hot: bool = True,
     ) -> None:
         self.app = app
         self.service = service
+        self.leases = leases
         self.metrics = metrics if metrics is not None and metrics.enabled else None
         handlers: dict[tuple[str, str], Handler] = {
             ("GET", "/api/v1/public/ping"): self._ping,
@@ -159,4 +179,4 @@ class FastPath:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        return 200, await claim_ports(self.service, parse_claim(b"".join(chunks)))
+        return 200, await claim_ports(self.service, self.leases, parse_claim(b"".join(chunks)))

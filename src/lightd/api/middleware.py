@@ -27,6 +27,7 @@ __all__ = [
     "PUBLIC_PATHS",
     "VENDOR",
     "VENDOR_ERROR",
+    "EVENTS_PATH",
     "METRICS_PATH",
     "GuardMiddleware",
     "route_template",
@@ -41,6 +42,9 @@ _VENDOR_BYTES = VENDOR.encode()
 PUBLIC_PATHS = frozenset({"/api/v1/public/ping", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 # Prometheus sends an Accept of its own (text/plain, OpenMetrics): this one GET needs the token only.
 METRICS_PATH = "/metrics"
+# The event stream may be asked for as what it is, as an EventSource does (it sends no vendor).
+EVENTS_PATH = "/network/events"
+_EVENT_STREAM = b"text/event-stream"
 # Methods whose body a route reads; any other body is left unread (and so ignored).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _JSON = (b"content-type", b"application/json")
@@ -96,6 +100,16 @@ class GuardMiddleware:
         if checked is not None:
             await self.app(*checked, send)
 
+    @staticmethod
+    def _other_accepted(scope: Scope, accept: bytes) -> bool:
+        """The two GETs that may go without the vendor type: a scrape, and the event stream
+        asked for as text/event-stream."""
+        if scope["method"] != "GET":
+            return False
+        if scope["path"] == METRICS_PATH:
+            return True
+        return scope["path"] == EVENTS_PATH and accepts(accept, _EVENT_STREAM)
+
     async def _check(self, scope: Scope, receive: Receive) -> tuple[Scope, Receive] | None:
         """The scope and receive the app gets, or None when the client left; raises a refusal."""
         authorization = b""
@@ -117,9 +131,8 @@ class GuardMiddleware:
         credentials = bearer_credentials(authorization)
         if not hmac.compare_digest(credentials or b"", self.token) or credentials is None:
             raise Unauthorized()
-        if not accepts(b",".join(accept), _VENDOR_BYTES) and not (
-            scope["path"] == METRICS_PATH and scope["method"] == "GET"
-        ):
+        joined = b",".join(accept)
+        if not accepts(joined, _VENDOR_BYTES) and not self._other_accepted(scope, joined):
             raise NotAcceptable()
         if scope["method"] not in _BODY_METHODS:
             return scope, receive

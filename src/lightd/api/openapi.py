@@ -21,6 +21,7 @@ from lightd.core.containers import _INTERNAL_ID
 __all__ = [
     "COMMAND_SCHEMA",
     "COUNT_SCHEMA",
+    "TTL_SCHEMA",
     "ENV_SCHEMA",
     "IMAGE_SCHEMA",
     "INTERNAL_ID_SCHEMA",
@@ -95,6 +96,10 @@ PORT_SPEC_SCHEMA: Json = {
     "examples": [[25565, "27015-27030"]],
 }
 COUNT_SCHEMA: Json = {"type": "integer", "minimum": 1, "maximum": 65535, "description": _WHOLE}
+TTL_SCHEMA: Json = {
+    "type": "integer", "minimum": 1, "maximum": 86400,
+    "description": "seconds the lease lasts unless renewed; " + _WHOLE,
+}
 # The engine hands these strings to execve and the environment, where NUL ends a string.
 _NO_NUL = "^[^\\u0000]*$"
 TEXT_SCHEMA: Json = {"type": "string", "pattern": _NO_NUL}

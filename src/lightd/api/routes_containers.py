@@ -101,20 +101,13 @@ class Rebind(BaseModel):
 
 
 def container_out(container: Container, live: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    shown = container.public_json()
+    # engine_state after engine_id, where the answers have always had it.
+    order = ("internal_id", "image", "state", "engine_id")
     return {
-        "internal_id": container.internal_id,
-        "image": container.image,
-        "state": container.state,
-        "engine_id": container.engine_id,
+        **{key: shown[key] for key in order},
         "engine_state": None if live is None else live.get("state"),
-        "startup_command": container.command,
-        # Values are not echoed: they often hold passwords (RCON, databases).
-        "env": sorted(container.env),
-        "ports": [
-            {"ip": b.host_ip, "port": b.host_port, "protocol": b.protocol,
-             "container_port": b.container_port}
-            for b in container.bindings
-        ],
+        **{key: value for key, value in shown.items() if key not in order},
     }
 
 

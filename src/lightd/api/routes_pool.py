@@ -13,8 +13,10 @@ from starlette.responses import Response
 from lightd.api import hot
 from lightd.api.responses import json_response
 from lightd.api.schemas import AddPort, BulkAdd, BulkDelete, Claim, EntryOut, SetUse, entry_out
-from lightd.core.entry import parse_bounded, parse_ip, parse_port_text, parse_protocol
+from lightd.core import holders
+from lightd.core.entry import Entry, parse_bounded, parse_ip, parse_port_text, parse_protocol
 from lightd.errors import InvalidInput, quoted
+from lightd.service.leases import LeaseService
 from lightd.service.pool_service import PoolService
 
 __all__ = ["PAGE_MAX", "add_pool_routes"]
@@ -79,7 +81,12 @@ def _warned(answer: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     return answer
 
 
-def add_pool_routes(app: FastAPI, service: PoolService) -> None:
+def _holder(entry: Entry) -> str:
+    holder = holders.holder_of(entry)
+    return "nobody" if holder is None else holder.describe()
+
+
+def add_pool_routes(app: FastAPI, service: PoolService, leases: LeaseService) -> None:
     """Routes go straight on the app: an included router costs a second match per request."""
     router = _Prefixed(app, "/network/ports", ["pool"])
 
@@ -144,7 +151,7 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
     @router.post("/claim", summary="Pick available ports at random and mark them in use, atomically")
     async def claim(body: Annotated[Claim | None, Body()] = None) -> Response:
         # No body at all claims with every default (one tcp port), as the fast path does.
-        return json_response(await hot.claim_ports(service, body or Claim()))
+        return json_response(await hot.claim_ports(service, leases, body or Claim()))
 
     @router.post("/bulk-delete", summary="Delete many ports in one transaction")
     async def bulk_delete(body: BulkDelete) -> Response:
@@ -155,7 +162,7 @@ def add_pool_routes(app: FastAPI, service: PoolService) -> None:
             "deleted_count": count,
             "not_found": result.not_found,
             "skipped": [
-                {**entry_out(e), "reason": f"held by container {e.container}"}
+                {**entry_out(e), "reason": f"held by {_holder(e)}"}
                 for e in result.skipped
             ],
         }

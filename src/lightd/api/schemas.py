@@ -7,7 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from lightd.api import openapi
-from lightd.core.entry import Entry, parse_in_use, parse_ip, parse_port, parse_protocol
+from lightd.core.entry import entry_json as entry_out
+from lightd.core.entry import parse_in_use, parse_ip, parse_port, parse_protocol
+from lightd.core.leases import parse_ttl
 from lightd.core.ranges import parse_port_spec, parse_protocols
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "Claim",
     "EntryOut",
     "PortRef",
+    "Renew",
     "SetUse",
     "entry_out",
 ]
@@ -110,11 +113,19 @@ class _WithProtocols(Body):
         return _PROTOCOLS_OF[self.protocol]  # validation left one of the three
 
 
+Ttl = Annotated[int, value_error(parse_ttl), WithJsonSchema(openapi.TTL_SCHEMA)]
+
+
 class Claim(_WithProtocols):
     count: Annotated[int, value_error(_count), WithJsonSchema(openapi.COUNT_SCHEMA)] = 1
     ip: Ip | None = None
     contiguous: Flag = False
     note: Note = None
+    ttl: Ttl | None = None
+
+
+class Renew(Body):
+    ttl: Ttl | None = None
 
 
 class BulkAdd(_WithProtocols):
@@ -136,15 +147,5 @@ class EntryOut(BaseModel):
     protocol: Literal["tcp", "udp"]
     in_use: bool
     container: str | None = Field(None, description="internal_id of the container holding it")
+    lease: str | None = Field(None, description="id of the lease holding it")
     note: str | None = None
-
-
-def entry_out(entry: Entry) -> dict[str, Any]:
-    return {
-        "ip": entry.ip,
-        "port": entry.port,
-        "protocol": entry.protocol,
-        "in_use": entry.in_use,
-        "container": entry.container,
-        "note": entry.note,
-    }

@@ -10,7 +10,10 @@ daemon's file descriptors (accept fails, then the store, the firewall and the en
 - its body within ``body_timeout`` seconds of the end of the head (time during which lightd
   itself is not reading, because the app has not asked for more yet, does not count);
 - at most ``max_connections`` connections are served at once; one more is answered 503 and
-  closed at once, so it holds its descriptor for no longer than that.
+  closed at once, so it holds its descriptor for no longer than that;
+- what lightd writes must be taken: a connection whose writes stay paused (the client's window
+  full: it stopped reading) for ``send_timeout`` seconds while an answer is being sent is
+  aborted. Above all an event stream, which never ends by itself, but any answer alike.
 
 A connection past its deadline is aborted (no answer: its request is not complete). One timer
 per connection looks at uvicorn's state four times per timeout, so a timeout of T closes between
@@ -37,12 +40,22 @@ import resource
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
+
+import uvicorn
 
 if TYPE_CHECKING:
     from uvicorn.protocols.http.flow_control import FlowControl
 
-__all__ = ["RESERVED_FDS", "bind_listener", "connection_budget", "protocol_class", "raise_open_files_limit"]
+__all__ = [
+    "RESERVED_FDS",
+    "StreamingServer",
+    "bind_listener",
+    "connection_budget",
+    "protocol_class",
+    "raise_open_files_limit",
+]
 
 log = logging.getLogger("lightd.api.server")
 
@@ -149,8 +162,10 @@ class _Bounded:
 
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    send_timeout: float = 10.0
     max_connections: int = 512
     _last_warning: float = float("-inf")
+    _paused_since: float | None = None
 
     # What the mixin reads of uvicorn's protocol (set by its __init__ and connection_made).
     loop: asyncio.AbstractEventLoop
@@ -194,7 +209,7 @@ class _Bounded:
 
     def _period(self) -> float:
         # A deadline is seen at most this late, so a timeout T closes between T and 1.25 T.
-        return min(self.header_timeout, self.body_timeout) / 4
+        return min(self.header_timeout, self.body_timeout, self.send_timeout) / 4
 
     def _check(self) -> None:
         """Look at what the connection owes now; close it when it has owed that for too long.
@@ -214,6 +229,16 @@ class _Bounded:
             owed, timeout = _BODY, self.body_timeout
         else:
             owed, timeout = _NONE, 0.0
+        if owed == _NONE and self.flow.write_paused:
+            if self._paused_since is None:
+                self._paused_since = now
+            elif now - self._paused_since >= self.send_timeout:
+                log.info("closing a connection that took nothing lightd wrote for %g s",
+                         self.send_timeout)
+                self.transport.abort()
+                return
+        else:
+            self._paused_since = None
         if (cycle, owed) != self._seen:
             self._seen, self._since = (cycle, owed), now
         elif owed == _BODY and self.flow.read_paused:
@@ -387,6 +412,7 @@ def protocol_class(
     max_connections: int,
     kind: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    send_timeout: float = 10.0,
 ) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol (h11's when httptools is missing, or ``kind="h11"``) with
     the bounds above, speaking TLS with ``ssl_context`` when one is given; pass it as
@@ -397,9 +423,23 @@ def protocol_class(
     bounds: dict[str, Any] = {
         "header_timeout": header_timeout,
         "body_timeout": body_timeout,
+        "send_timeout": send_timeout,
         "max_connections": max_connections,
     }
     if ssl_context is None:
         return type(base.__name__, (base,), bounds)
     bounds.update(ssl_context=ssl_context, handshaking=set())
     return type("Tls" + base.__name__, (_TlsFirst, base), bounds)
+
+
+class StreamingServer(uvicorn.Server):
+    """uvicorn's server, ending the event streams first when it shuts down: it waits for every
+    answer in progress to end before the app's own shutdown, and a stream never ends by itself."""
+
+    def __init__(self, end_streams: Callable[[], None], config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.end_streams = end_streams
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.end_streams()
+        await super().shutdown(sockets)

@@ -11,9 +11,13 @@ from lightd.core.entry import Entry
 __all__ = [
     "Change",
     "DeleteContainer",
+    "DeleteLease",
     "DeletePort",
     "PutContainer",
+    "PutEvent",
+    "PutLease",
     "PutPort",
+    "TrimEvents",
     "put_container",
     "put_port",
 ]
@@ -28,6 +32,7 @@ class PutPort(NamedTuple):
     in_use: bool
     container: str | None
     note: str | None
+    lease: str | None = None
 
 
 class DeletePort(NamedTuple):
@@ -47,11 +52,43 @@ class DeleteContainer(NamedTuple):
     internal_id: str
 
 
-Change = PutPort | DeletePort | PutContainer | DeleteContainer
+class PutLease(NamedTuple):
+    """Insert or replace one lease; times are whole seconds since the epoch (wall clock)."""
+
+    id: str
+    expires_at: int
+    ttl: int
+    created_at: int
+
+
+class DeleteLease(NamedTuple):
+    id: str
+
+
+class PutEvent(NamedTuple):
+    """One event of the stream, saved with the change it tells of; ``data`` is its JSON text."""
+
+    id: int
+    type: str
+    data: str
+
+
+class TrimEvents(NamedTuple):
+    """Forget the events before ``below``: the backlog keeps the newest ones only."""
+
+    below: int
+
+
+Change = (
+    PutPort | DeletePort | PutContainer | DeleteContainer | PutLease | DeleteLease | PutEvent
+    | TrimEvents
+)
 
 
 def put_port(entry: Entry) -> PutPort:
-    return PutPort(entry.ip, entry.port, entry.protocol, entry.in_use, entry.container, entry.note)
+    return PutPort(
+        entry.ip, entry.port, entry.protocol, entry.in_use, entry.container, entry.note, entry.lease
+    )
 
 
 def put_container(container: Container) -> PutContainer:

@@ -81,6 +81,23 @@ class Container:
     def keys(self) -> set[Key]:
         return {b.key for b in self.bindings}
 
+    def public_json(self) -> dict[str, Any]:
+        """What clients are shown of it (answers, events): the env's names, never its values,
+        which often hold passwords (RCON, databases)."""
+        return {
+            "internal_id": self.internal_id,
+            "image": self.image,
+            "state": self.state,
+            "engine_id": self.engine_id,
+            "startup_command": self.command,
+            "env": sorted(self.env),
+            "ports": [
+                {"ip": b.host_ip, "port": b.host_port, "protocol": b.protocol,
+                 "container_port": b.container_port}
+                for b in self.bindings
+            ],
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "internal_id": self.internal_id,

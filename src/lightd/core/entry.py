@@ -17,6 +17,7 @@ __all__ = [
     "Entry",
     "Key",
     "canonical_ip",
+    "entry_json",
     "is_wildcard",
     "parse_in_use",
     "parse_bounded",
@@ -138,11 +139,14 @@ def is_wildcard(ip: str) -> bool:
 class Entry:
     """One (ip, port, protocol) of the pool and who holds it.
 
-    ``container`` names the container that holds the port (its ``internal_id``); a port can also be
-    in use with no container, when a client marked it by hand.
+    ``container`` names the container that holds the port (its ``internal_id``), ``lease`` the
+    lease that does (its id); a port in use with neither is held by the operator (a client marked
+    it by hand, or claimed it without a ttl).
     """
 
-    __slots__ = ("container", "family", "in_use", "ip", "key", "note", "port", "protocol", "wildcard")
+    __slots__ = (
+        "container", "family", "in_use", "ip", "key", "lease", "note", "port", "protocol", "wildcard"
+    )
 
     def __init__(
         self,
@@ -152,6 +156,7 @@ class Entry:
         in_use: bool = False,
         container: str | None = None,
         note: str | None = None,
+        lease: str | None = None,
     ) -> None:
         self.ip = ip
         self.port = port
@@ -159,6 +164,7 @@ class Entry:
         self.in_use = in_use
         self.container = container
         self.note = note
+        self.lease = lease
         self.family = family_of(ip)
         self.wildcard = is_wildcard(ip)
         # ip, port and protocol never change: the key is computed once, used on every lookup.
@@ -177,25 +183,43 @@ class Entry:
         return f"{host}:{self.port}/{self.protocol}"
 
     def copy(self) -> Entry:
-        return Entry(self.ip, self.port, self.protocol, self.in_use, self.container, self.note)
+        return Entry(
+            self.ip, self.port, self.protocol, self.in_use, self.container, self.note, self.lease
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Entry):
             return NotImplemented
-        return (self.key, self.in_use, self.container, self.note) == (
+        return (self.key, self.in_use, self.container, self.note, self.lease) == (
             other.key,
             other.in_use,
             other.container,
             other.note,
+            other.lease,
         )
 
     def __hash__(self) -> int:
         return hash(self.key)
 
     def __repr__(self) -> str:
-        held = f" held by {self.container}" if self.container else ""
+        holder = self.container or self.lease
+        held = f" held by {holder}" if holder else ""
         return f"Entry({self.label()} in_use={self.in_use}{held})"
 
 
 def wildcard_of(family: int) -> str:
     return WILDCARDS[family]
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    """An entry as every answer and event shows it: the seed's keys, then who holds it and its
+    note (``lease`` is the id of the lease that holds it)."""
+    return {
+        "ip": entry.ip,
+        "port": entry.port,
+        "protocol": entry.protocol,
+        "in_use": entry.in_use,
+        "container": entry.container,
+        "lease": entry.lease,
+        "note": entry.note,
+    }

@@ -1,14 +1,17 @@
 """Who holds a pool entry, and the one rule for taking, freeing and removing it.
 
 An entry is free or held by exactly one holder (CONTRACT.md, "Holders"): the operator (``PUT
-.../use {"in_use": true}``), or a container (its ``internal_id``). Only the holder's own operations
-free an entry: a container's entries are freed by deleting or rebinding that container, the
-operator's by ``PUT .../use {"in_use": false}`` or by deleting the entry.
+.../use {"in_use": true}``, a claim without a ttl), a container (its ``internal_id``), or a lease
+(a claim with a ttl; its id). Only the holder's own operations free an entry: a container's
+entries are freed by deleting or rebinding that container, a lease's by releasing it or by its
+expiry, the operator's by ``PUT .../use {"in_use": false}`` or by deleting the entry. One
+hand-over is allowed besides: a container created (or rebound) on entries a lease holds takes them
+from the lease, since that is what the lease was for.
 
 Every change of an entry's holder, from every use case (use, delete, bulk delete, claim, container
 create/rebind/delete, start-up repair), goes through the functions here; :meth:`Pool.set_in_use`
-is the low-level write they share and nothing else calls it. Storage is unchanged by the model: a
-row has ``in_use`` and ``container``, and in use with no container means held by the operator.
+is the low-level write they share and nothing else calls it. A row has ``in_use``, ``container``
+and ``lease``; in use with neither means held by the operator.
 
 The start-up cross-check (:func:`cross_check`) follows Kubernetes' port allocator repair rule:
 better to leak a port than to hand it out twice.
@@ -16,7 +19,7 @@ better to leak a port than to hand it out twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from lightd.core.containers import Container
@@ -30,7 +33,9 @@ __all__ = [
     "Repair",
     "check_removable",
     "container_holder",
+    "lease_holder",
     "cross_check",
+    "hand_over",
     "held_by",
     "holder_of",
     "mark_in_use",
@@ -41,7 +46,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Holder:
-    """``kind`` is ``operator`` or ``container``; ``name`` the container's internal_id."""
+    """``kind`` is ``operator``, ``container`` or ``lease``; ``name`` the container's internal_id
+    or the lease's id."""
 
     kind: str
     name: str | None = None
@@ -59,18 +65,26 @@ def container_holder(internal_id: str) -> Holder:
     return Holder("container", internal_id)
 
 
+def lease_holder(lease_id: str) -> Holder:
+    return Holder("lease", lease_id)
+
+
 def holder_of(entry: Entry) -> Holder | None:
     """Who holds ``entry`` now; None when it is free."""
     if not entry.in_use:
         return None
     if entry.container is not None:
         return container_holder(entry.container)
+    if entry.lease is not None:
+        return lease_holder(entry.lease)
     return OPERATOR
 
 
 def _store(pool: Pool, entry: Entry, holder: Holder | None) -> None:
-    container = holder.name if holder is not None and holder.kind == "container" else None
-    pool.set_in_use(entry, holder is not None, container)
+    kind = None if holder is None else holder.kind
+    name = None if holder is None else holder.name
+    pool.set_in_use(entry, holder is not None, name if kind == "container" else None,
+                    name if kind == "lease" else None)
 
 
 def _refuse_blocked(pool: Pool, entry: Entry, verb: str) -> None:
@@ -87,8 +101,8 @@ def _refuse_blocked(pool: Pool, entry: Entry, verb: str) -> None:
 def take(pool: Pool, entry: Entry, holder: Holder) -> bool:
     """Give ``entry`` to ``holder``; False when it already has it.
 
-    Refused (Conflict) when another holder has it, or when a conflicting entry of the same port
-    is in use (the kernel would not bind both).
+    Refused (Conflict) when another holder has it (but a container takes an entry from a lease),
+    or when a conflicting entry of the same port is in use (the kernel would not bind both).
     """
     if pool.is_available(entry):  # free and unblocked: the claims' common case, one lookup
         _store(pool, entry, holder)
@@ -96,6 +110,9 @@ def take(pool: Pool, entry: Entry, holder: Holder) -> bool:
     current = holder_of(entry)
     if current == holder:
         return False
+    if current is not None and current.kind == "lease" and holder.kind == "container":
+        _store(pool, entry, holder)  # in use already, so nothing it conflicts with is
+        return True
     if current is not None:
         raise Conflict(
             f"{entry.label()} is already in use by {current.describe()}",
@@ -113,6 +130,16 @@ def mark_in_use(pool: Pool, entry: Entry) -> bool:
         return False
     _refuse_blocked(pool, entry, "cannot be marked in use")
     _store(pool, entry, OPERATOR)
+    return True
+
+
+def hand_over(pool: Pool, entry: Entry, holder: Holder, to: Holder | None) -> bool:
+    """Move ``entry`` from ``holder`` to ``to`` (None: free it): a lease kept by the operator,
+    or a container's :func:`take` undone (the entry goes back to its holder before). False when
+    ``holder`` does not hold it (nothing is changed then)."""
+    if holder_of(entry) != holder:
+        return False
+    _store(pool, entry, to)
     return True
 
 
@@ -155,6 +182,9 @@ def _held_elsewhere(entry: Entry, current: Holder) -> Conflict:
 def _how_to_free(holder: Holder) -> str:
     if holder.kind == "container":
         return "delete or rebind that container to free it"
+    if holder.kind == "lease":
+        return (f"release it (DELETE /network/leases/{holder.name}) or let it expire to free "
+                "it, or keep it (POST .../keep) to hold it by hand")
     return 'free it with PUT .../use {"in_use": false} first'
 
 
@@ -181,8 +211,11 @@ def _label(key: Key) -> str:
     return Entry(*key).label()
 
 
-def cross_check(pool: Pool, containers: Mapping[str, Container]) -> list[Repair]:
-    """Make the holder stored on each entry agree with the bindings stored on each container.
+def cross_check(
+    pool: Pool, containers: Mapping[str, Container], leases: Collection[str] = ()
+) -> list[Repair]:
+    """Make the holder stored on each entry agree with the bindings stored on each container
+    and with the leases stored (``leases``: their ids).
 
     Repairs are made in ``pool`` (memory) and returned, for the caller to save and report:
 
@@ -190,6 +223,7 @@ def cross_check(pool: Pool, containers: Mapping[str, Container]) -> list[Repair]
       and handed to the operator, who can free it by hand (a leak, never a double allocation);
     - an entry a container binds (or is rebinding to) that is free or held by the operator is
       given to that container;
+    - an entry held by a lease that is not stored is handed to the operator, as above;
     - an entry two containers bind, or a bound entry missing from the pool, cannot be repaired
       safely and is only reported.
     """
@@ -201,6 +235,15 @@ def cross_check(pool: Pool, containers: Mapping[str, Container]) -> list[Repair]
             wanted.setdefault(key, []).append(container.internal_id)
     for entry in pool.entries():
         current = holder_of(entry)
+        if current is not None and current.kind == "lease" and current.name not in leases:
+            _store(pool, entry, OPERATOR)
+            repairs.append(Repair(
+                entry.key,
+                f"{entry.label()} was held by lease {current.name}, which is not known; kept in "
+                'use, held by the operator (free it with PUT .../use {"in_use": false})',
+                OPERATOR,
+            ))
+            continue
         if current is None or current.kind != "container":
             continue
         if current.name not in wanted.get(entry.key, ()):

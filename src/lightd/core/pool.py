@@ -57,6 +57,8 @@ class Pool:
         self._maps: dict[str, tuple[bytearray, list[int]]] = {}
         self._pair_counts: list[list[int]] = []  # those of the ips with both protocols
         self._sorted: list[Entry] | None = None
+        # Per lease: the entries it holds (a lease's release, expiry or keep touches only those).
+        self._leased: dict[str, dict[Key, Entry]] = {}
         self._load(entries)
 
     def _load(self, entries: Iterable[Entry]) -> None:
@@ -67,6 +69,8 @@ class Pool:
             self._entries[entry.key] = entry
             self._slots.setdefault(entry.slot, []).append(entry)
             self._available.setdefault((entry.ip, entry.protocol), RandomSet())
+            if entry.lease is not None:
+                self._leased.setdefault(entry.lease, {})[entry.key] = entry
         self._index_groups()
         self._shared = sum(len(members) > 1 for members in self._slots.values())
         for slot, members in self._slots.items():
@@ -115,6 +119,14 @@ class Pool:
         if self._sorted is None:
             self._sorted = sorted(self._entries.values(), key=Entry.sort_key)
         return self._sorted
+
+    def leased(self, lease: str) -> list[Entry]:
+        """The entries ``lease`` holds, sorted like :meth:`entries`."""
+        return sorted(self._leased.get(lease, {}).values(), key=Entry.sort_key)
+
+    def leases(self) -> list[str]:
+        """The ids of the leases that hold at least one entry."""
+        return list(self._leased)
 
     def is_available(self, entry: Entry) -> bool:
         return entry.key in self._available.get((entry.ip, entry.protocol), ())
@@ -279,6 +291,7 @@ class Pool:
         entry = self._entries.pop(key, None)
         if entry is None:
             raise PortNotFound()
+        self._unlease(entry)
         members = self._slots[entry.slot]
         members.remove(entry)
         self._shared -= len(members) == 1
@@ -291,19 +304,36 @@ class Pool:
         self._sorted = None
         return entry
 
-    def set_in_use(self, entry: Entry, in_use: bool, container: str | None = None) -> bool:
+    def set_in_use(
+        self, entry: Entry, in_use: bool, container: str | None = None, lease: str | None = None
+    ) -> bool:
         """Mark ``entry`` (which must belong to the pool); return whether anything changed.
 
         The low-level write of an entry's holder: only :mod:`lightd.core.holders` calls it, so
         the rule of who may take or free an entry is written once.
         """
-        holder = container if in_use else None
-        if entry.in_use == in_use and entry.container == holder:
+        if not in_use:
+            container = lease = None
+        if entry.in_use == in_use and entry.container == container and entry.lease == lease:
             return False
+        was_in_use = entry.in_use
+        self._unlease(entry)
         entry.in_use = in_use
-        entry.container = holder
-        self._refresh(entry.slot)
+        entry.container = container
+        entry.lease = lease
+        if lease is not None:
+            self._leased.setdefault(lease, {})[entry.key] = entry
+        if was_in_use != in_use:
+            self._refresh(entry.slot)
         return True
+
+    def _unlease(self, entry: Entry) -> None:
+        if entry.lease is not None:
+            held = self._leased.get(entry.lease)
+            if held is not None:
+                held.pop(entry.key, None)
+                if not held:
+                    del self._leased[entry.lease]
 
     def set_note(self, entry: Entry, note: str | None) -> None:
         entry.note = note

@@ -10,6 +10,11 @@ A *writer* carries each transaction to the store off the event loop: the SQLite 
 process of its own by default (``lightd.adapters.sqlite_writer``); a ``ThreadWriter`` runs any
 store's ``apply`` on a thread (``storage.writer: "thread"``, and the in-memory test store).
 
+A submission may carry events of the stream (``PutEvent``): they are written in the same
+transaction as the changes they tell of, and handed to ``on_durable`` once it is durable, in
+order, before any of its futures resolves, so that no subscriber hears of a change before it is
+saved, and none misses one that was.
+
 A future resolves only once its changes are durable. If a transaction fails, it and everything
 submitted after it fail together and ``on_failure`` rebuilds the in-memory state from the store
 (the source of truth) before any other task runs.
@@ -32,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from lightd.core.changes import Change
+from lightd.core.changes import Change, PutEvent
 from lightd.errors import StorageError
 from lightd.metrics import Metrics
 from lightd.service.ports import Store
@@ -78,8 +83,11 @@ class Committer:
         timeout: float = DEFAULT_TIMEOUT,
         abandon: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
+        on_durable: Callable[[list[PutEvent]], None] | None = None,
     ) -> None:
         self._write = write
+        self._on_durable = on_durable
+        self._events: list[PutEvent] = []  # those of the changes not written yet
         self._metrics = metrics or Metrics.disabled()
         self._on_failure = on_failure
         self._timeout = timeout
@@ -101,8 +109,11 @@ class Committer:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
 
-    def submit(self, changes: Sequence[Change]) -> asyncio.Future[None]:
-        """Queue changes for a transaction; the future resolves once they are durable."""
+    def submit(
+        self, changes: Sequence[Change], events: Sequence[PutEvent] = ()
+    ) -> asyncio.Future[None]:
+        """Queue changes (and the events that tell of them) for a transaction; the future
+        resolves once they are durable."""
         if self._closing or self._loop is None:
             raise StorageError("lightd is not running; the change was not saved")
         future: asyncio.Future[None] = self._loop.create_future()
@@ -114,6 +125,9 @@ class Committer:
             ))
             return future
         self._changes.extend(changes)
+        if events:
+            self._changes.extend(events)
+            self._events.extend(events)
         self._waiters.append(future)
         if self._inflight is None:
             self._flush()
@@ -174,8 +188,8 @@ class Committer:
 
     def _flush(self) -> None:
         assert self._loop is not None
-        changes, waiters = self._changes, self._waiters
-        self._changes, self._waiters = [], []
+        changes, waiters, events = self._changes, self._waiters, self._events
+        self._changes, self._waiters, self._events = [], [], []
         settled: asyncio.Future[None] = self._loop.create_future()
         self._inflight = settled
         if not changes:  # only barriers: everything before them is already durable
@@ -187,7 +201,8 @@ class Committer:
         self._deadline = self._loop.call_later(self._timeout, self._overdue_now, waiters)
         writing.add_done_callback(
             lambda done: self._settle(
-                waiters, settled, done.exception(), wrote=True, started=started, count=len(changes)
+                waiters, settled, done.exception(), wrote=True, started=started,
+                count=len(changes), events=events,
             )
         )
 
@@ -213,7 +228,7 @@ class Committer:
             "change may still have been saved: read the entry again to see"
         )
         waiters = waiters + self._waiters
-        self._changes, self._waiters = [], []
+        self._changes, self._waiters, self._events = [], [], []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(failure)
@@ -229,6 +244,7 @@ class Committer:
         wrote: bool = False,
         started: float = 0.0,
         count: int = 0,
+        events: list[PutEvent] | None = None,
     ) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
@@ -240,6 +256,9 @@ class Committer:
                 self.transactions += 1
                 self._unhealthy = None
                 self._metrics.committed(time.perf_counter() - started, count)
+            if events and overdue is None and self._on_durable is not None:
+                # (Those of an overdue write are told by the reload, from the store.)
+                self._on_durable(events)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -258,7 +277,7 @@ class Committer:
             # Later submissions were applied in memory on top of the failed ones: fail them
             # too, then rebuild memory from the store, all in this one callback.
             waiters = waiters + self._waiters
-            self._changes, self._waiters = [], []
+            self._changes, self._waiters, self._events = [], [], []
             if self._on_failure is not None:
                 self._on_failure()
             for waiter in waiters:

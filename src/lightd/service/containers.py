@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from lightd.core import holders
-from lightd.core.changes import DeleteContainer, put_container, put_port
+from lightd.core.changes import Change, DeleteContainer, put_container, put_port
 from lightd.core.containers import Binding, Container, rebind_name
 from lightd.core.entry import Entry
 from lightd.crash_points import crash_point
 from lightd.errors import AlreadyExists, Conflict, InvalidInput, LightdError, NotFound, Unavailable
 from lightd.service import container_recovery
-from lightd.service.pool_service import PoolService
+from lightd.service.leases import LeaseService
+from lightd.service.pool_service import PoolService, ports_json
 from lightd.service.ports import Engine
 
 __all__ = ["ContainerService", "PortRequest"]
@@ -48,9 +49,28 @@ class PortRequest:
     container_port: int | None = None
 
 
+@dataclass
+class Taken:
+    """What a create or rebind took for its container: the entries it marked and who held each
+    before (None: free; a lease, whose entries a container takes over)."""
+
+    entries: list[Entry]
+    before: list[holders.Holder | None]
+
+    def leases(self) -> list[str]:
+        return [h.name for h in self.before if h is not None and h.kind == "lease" and h.name]
+
+
 class ContainerService:
-    def __init__(self, pools: PoolService, engine: Engine, stop_timeout: int = 10) -> None:
+    def __init__(
+        self,
+        pools: PoolService,
+        engine: Engine,
+        stop_timeout: int = 10,
+        leases: LeaseService | None = None,
+    ) -> None:
         self.pools = pools
+        self.leases = leases
         self.engine = engine
         self.stop_timeout = stop_timeout
         self.containers: dict[str, Container] = {}
@@ -106,7 +126,8 @@ class ContainerService:
         await self.pools.unclaimed()  # then no yield until the ports are marked
         if internal_id in self.containers:
             raise AlreadyExists(f"Container {internal_id} already exists")
-        bindings, marked = self._claim(requests, internal_id)
+        bindings, taken = self._claim(requests, internal_id)
+        marked = taken.entries
         container = Container(internal_id, image, command, dict(env or {}), bindings)
         self.containers[internal_id] = container
         async with self._lock(internal_id):
@@ -122,13 +143,15 @@ class ContainerService:
                     internal_id=internal_id,
                 )
             except LightdError as exc:
-                self._release(marked, internal_id)
+                self._give_back(taken, internal_id)
                 del self.containers[internal_id]
                 await self.pools.save([*map(put_port, marked), DeleteContainer(internal_id)])
                 raise _engine_error(exc) from None
             crash_point("create.engine_done")
             container.state = "running"
-            await self.pools.save([put_container(container)])
+            told = {"container": container.public_json(), "ports": ports_json(self._entries(bindings))}
+            await self.pools.save([put_container(container), *self._emptied(taken)],
+                                  [("container.created", told)])
         return container
 
     # -- rebind ------------------------------------------------------------------------------
@@ -139,7 +162,8 @@ class ContainerService:
             if container.state not in ("running", "missing"):
                 raise Conflict(f"Container {internal_id} is {container.state}; try again later")
             await self.pools.unclaimed()
-            bindings, marked = self._claim(requests, internal_id)
+            bindings, taken = self._claim(requests, internal_id)
+            marked = taken.entries
             previous_state = container.state
             container.state, container.pending = "rebinding", bindings
             await self.pools.save([*map(put_port, marked), put_container(container)])
@@ -148,7 +172,7 @@ class ContainerService:
                 engine_id = await self._engine(self._swap, container, bindings)
             except LightdError as exc:
                 if not exc.details.get("new_ports_held"):
-                    self._release(marked, internal_id)
+                    self._give_back(taken, internal_id)
                 container.state, container.pending = previous_state, None
                 await self.pools.save([*map(put_port, marked), put_container(container)])
                 raise _engine_error(exc) from None
@@ -158,7 +182,12 @@ class ContainerService:
             )
             container.bindings, container.engine_id = bindings, engine_id
             container.state, container.pending = "running", None
-            await self.pools.save([*map(put_port, freed), put_container(container)])
+            told = {"container": container.public_json(),
+                    "ports": ports_json(self._entries(bindings)), "freed": ports_json(freed)}
+            await self.pools.save(
+                [*map(put_port, freed), put_container(container), *self._emptied(taken)],
+                [("container.rebound", told)],
+            )
         return container
 
     def _swap(self, container: Container, bindings: list[Binding]) -> str:
@@ -271,7 +300,9 @@ class ContainerService:
                 crash_point("delete.engine_removed")
             freed = self._release(self._entries(container.bindings), internal_id)
             del self.containers[internal_id]
-            await self.pools.save([*map(put_port, freed), DeleteContainer(internal_id)])
+            told = {"internal_id": internal_id, "freed": ports_json(freed)}
+            await self.pools.save([*map(put_port, freed), DeleteContainer(internal_id)],
+                                  [("container.deleted", told)])
         self._locks.pop(internal_id, None)
         return freed
 
@@ -279,7 +310,8 @@ class ContainerService:
 
     async def check_holders(self) -> list[str]:
         """Cross-check the entries' holders with the containers' bindings; repair and report."""
-        repairs = self.pools.cross_check(self.containers)
+        leases = () if self.leases is None else list(self.leases.leases)
+        repairs = self.pools.cross_check(self.containers, leases)
         changed = {r.key for r in repairs if r.holder is not None}
         for repair in repairs:
             log.warning("holder repaired at start-up: %s", repair.problem)
@@ -305,27 +337,43 @@ class ContainerService:
 
     def _claim(
         self, requests: Sequence[PortRequest], internal_id: str
-    ) -> tuple[list[Binding], list[Entry]]:
+    ) -> tuple[list[Binding], Taken]:
         """Resolve every request and take its entry for the container: all of them, or none.
 
-        Entries the container already holds are kept as they are. Runs without yielding.
+        Entries the container already holds are kept as they are; entries a lease holds are
+        taken from it (core.holders). Runs without yielding.
         """
         holder = holders.container_holder(internal_id)
         bindings: list[Binding] = []
-        marked: list[Entry] = []
+        taken = Taken([], [])
         try:
             for request in requests:
                 entry = self._resolve(request)
                 if any(b.key == entry.key for b in bindings):
                     raise InvalidInput(f"{entry.label()} is listed twice")
+                before = holders.holder_of(entry)
                 if self.pools.take(entry, holder):
-                    marked.append(entry)
+                    taken.entries.append(entry)
+                    taken.before.append(before)
                 container_port = request.container_port or entry.port
                 bindings.append(Binding(entry.ip, entry.port, entry.protocol, container_port))
         except LightdError:
-            self._release(marked, internal_id)
+            self._give_back(taken, internal_id)
             raise
-        return bindings, marked
+        return bindings, taken
+
+    def _give_back(self, taken: Taken, internal_id: str) -> None:
+        """Undo :meth:`_claim`: each entry the container still holds goes back to its holder
+        before, or is freed (it was free, or its lease has ended meanwhile)."""
+        holder = holders.container_holder(internal_id)
+        for entry, before in zip(taken.entries, taken.before, strict=True):
+            if before is not None and (self.leases is None or not self.leases.exists(before.name or "")):
+                before = None
+            self.pools.hand_over(entry, holder, before)
+
+    def _emptied(self, taken: Taken) -> list[Change]:
+        """The deletion of the leases the container took the last entries of."""
+        return [] if self.leases is None else self.leases.forget_empty(taken.leases())
 
     def _resolve(self, request: PortRequest) -> Entry:
         """The pool entry a request names, or an available one it asks for."""

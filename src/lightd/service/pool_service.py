@@ -19,7 +19,8 @@ from lightd.core import holders
 from lightd.core.changes import Change, DeletePort, put_port
 from lightd.core.choose import Picker, choose
 from lightd.core.containers import Container
-from lightd.core.entry import Entry, Key
+from lightd.core.entry import Entry, Key, entry_json
+from lightd.core.leases import Lease
 from lightd.core.pool import Pool
 from lightd.errors import (
     AlreadyExists,
@@ -34,6 +35,7 @@ from lightd.errors import (
 from lightd.metrics import Metrics, claim_error_reason
 from lightd.service.claims import Gate, SlicedClaim
 from lightd.service.committer import DEFAULT_TIMEOUT, Committer, ThreadWriter
+from lightd.service.events import EventHub
 from lightd.service.host_check import HostCheck
 from lightd.service.ports import Firewall, Host, NoFirewall, ReservedPorts, Store, Writer
 from lightd.service.reserved import ReservedNumbers
@@ -41,6 +43,13 @@ from lightd.service.reserved import ReservedNumbers
 __all__ = ["BulkDeleteResult", "PoolService"]
 
 log = logging.getLogger(__name__)
+
+# An event of the stream: its type and its data (service.events).
+Event = tuple[str, Mapping[str, Any]]
+
+
+def ports_json(entries: Iterable[Entry]) -> list[dict[str, Any]]:
+    return [entry_json(entry) for entry in entries]
 
 
 @dataclass
@@ -63,8 +72,11 @@ class PoolService:
         write_timeout: float = DEFAULT_TIMEOUT,
         metrics: Metrics | None = None,
         reserved: ReservedPorts | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self.store = store
+        # Every change saved here is told on the stream once durable (service.events).
+        self.events = events or EventHub(store)
         self.metrics = metrics or Metrics.disabled()
         # How long the writer may take to confirm a transaction before it is given up.
         self.write_timeout = write_timeout
@@ -95,12 +107,15 @@ class PoolService:
         self.pool = Pool(self.store.load_entries())
         for hook in self.reload_hooks:
             hook()
+        if self.committer is not None:
+            self.events.resync()  # a write given up as overdue may have been saved after all
+        self.events.load()
 
     async def start(self) -> None:
         await self.writer.start()
         self.committer = Committer(self.writer.write, on_failure=self.load,
                                    timeout=self.write_timeout, abandon=self.writer.abandon,
-                                   metrics=self.metrics)
+                                   metrics=self.metrics, on_durable=self.events.durable)
         self.committer.start()
 
     async def stop(self) -> None:
@@ -127,10 +142,21 @@ class PoolService:
             await self._settled()
         return await self.firewall.reconcile(self.pool.entries())
 
-    async def save(self, changes: Sequence[Change]) -> None:
-        """Make ``changes`` durable (sharing a transaction with concurrent ones)."""
+    async def save(self, changes: Sequence[Change], events: Sequence[Event] = ()) -> None:
+        """Make ``changes`` durable (sharing a transaction with concurrent ones), with the
+        ``events`` that tell of them: those are told once the transaction is durable."""
         assert self.committer is not None, "PoolService.start() was not called"
-        await self.committer.submit(changes)
+        if not events:
+            await self.committer.submit(changes)
+            return
+        # Made and submitted without a yield between, so that ids go in the order of commits.
+        made = [self.events.record(kind, data) for kind, data in events]
+        trim = self.events.trim(made)
+        await self.committer.submit([*changes, trim] if trim else changes, made)
+
+    async def tell(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Save and tell an event that goes with no change of the pool (the repair loop's)."""
+        await self.save((), [(kind, data)])
 
     async def unclaimed(self) -> None:
         """Wait until no claim taken in slices holds the pool (see service.claims).
@@ -238,7 +264,7 @@ class PoolService:
             self.pool.add(entry)
         self.reserved.added(entries)
         try:
-            await self.save([put_port(e) for e in entries])
+            await self.save([put_port(e) for e in entries], [("port.added", {"ports": ports_json(entries)})])
         except StorageError:
             await self._undo_firewall(self.firewall.close, entries)
             raise
@@ -253,8 +279,11 @@ class PoolService:
         contiguous: bool = False,
         note: str | None = None,
         container: str | None = None,
+        lease: Lease | None = None,
     ) -> list[Entry]:
         """Pick ``count`` available port numbers and mark them in use, all in one transaction.
+
+        Held by ``lease`` when given (saved with them), else by the operator (or ``container``).
 
         What the pool's counts cannot meet is refused before anything is drawn. A claim whose
         work outlasts a slice of the loop goes on in slices and holds the pool meanwhile
@@ -262,7 +291,7 @@ class PoolService:
         gives back everything it took.
         """
         try:
-            entries = await self._claim(count, protocols, ip, contiguous, note, container)
+            entries = await self._claim(count, protocols, ip, contiguous, note, container, lease)
         except LightdError as exc:
             self.metrics.claim_failed(claim_error_reason(exc))
             raise
@@ -277,16 +306,25 @@ class PoolService:
         contiguous: bool,
         note: str | None,
         container: str | None,
+        lease: Lease | None,
     ) -> list[Entry]:
         await self.unclaimed()
         holder = holders.OPERATOR if container is None else holders.container_holder(container)
+        if lease is not None:
+            holder = holders.lease_holder(lease.id)
+        also = [] if lease is None else [lease.change()]
+
+        def told(entries: list[Entry]) -> list[Event]:
+            summary = None if lease is None else lease.summary()
+            return [("ports.claimed", {"ports": ports_json(entries), "lease": summary})]
+
         if count == 1:  # the common claims (one port, or one number on both), in one go as ever
             entries = self.choose(1, protocols, ip, contiguous)
             for entry in entries:
                 holders.take(self.pool, entry, holder)
                 if note is not None:
                     self.pool.set_note(entry, note)
-            await self.save([put_port(entry) for entry in entries])
+            await self.save([*map(put_port, entries), *also], told(entries))
             return entries
         picker = Picker(
             self.pool, self.rng, count, protocols, ip, contiguous, self.host_check.reject()
@@ -296,7 +334,7 @@ class PoolService:
         sliced = SlicedClaim(lambda: self.pool, self.gate, picker, holder, note)
         entries, changes = await sliced.take()
         try:
-            await self.save(changes)
+            await self.save([*changes, *also], told(entries))
         finally:
             sliced.finish()
         return entries
@@ -326,7 +364,8 @@ class PoolService:
         if not changed:
             await self._settled()
             return entry, False
-        await self.save([put_port(entry)])
+        kind = "port.used" if in_use else "port.freed"
+        await self.save([put_port(entry)], [(kind, {"ports": ports_json([entry])})])
         return entry, True
 
     async def delete(self, ip: str, port: int, protocol: str | None) -> Entry:
@@ -371,7 +410,8 @@ class PoolService:
         """Withdraw entries and save their deletion; if that fails, open their rules again."""
         await self._withdraw(entries)
         try:
-            await self.save([DeletePort(*e.key) for e in entries])
+            await self.save([DeletePort(*e.key) for e in entries],
+                            [("port.deleted", {"ports": ports_json(entries)})])
         except StorageError:
             await self._undo_firewall(self.firewall.open, entries)
             raise
@@ -402,6 +442,15 @@ class PoolService:
     def lookup(self, key: Key) -> Entry | None:
         return self.pool.get(key)
 
+    def leased(self, lease_id: str) -> list[Entry]:
+        """The entries lease ``lease_id`` holds, in the pool's order."""
+        return self.pool.leased(lease_id)
+
+    def hand_over(self, entry: Entry, holder: holders.Holder, to: holders.Holder | None) -> bool:
+        """Move ``entry`` from ``holder`` to ``to`` (None: free it), in memory; False when
+        ``holder`` does not hold it (see core.holders.hand_over)."""
+        return holders.hand_over(self.pool, entry, holder, to)
+
     def take(self, entry: Entry, holder: holders.Holder) -> bool:
         """Give ``entry`` to ``holder`` in memory (the caller saves); see core.holders.take."""
         return holders.take(self.pool, entry, holder)
@@ -413,13 +462,20 @@ class PoolService:
             holders.release(self.pool, entry, holder)
         return released
 
-    def cross_check(self, containers: Mapping[str, Container]) -> list[holders.Repair]:
-        """Repair, in memory, every disagreement of holders and bindings (core.holders)."""
-        return holders.cross_check(self.pool, containers)
+    def cross_check(
+        self, containers: Mapping[str, Container], leases: Iterable[str] = ()
+    ) -> list[holders.Repair]:
+        """Repair, in memory, every disagreement of holders with the containers' bindings and
+        the leases kept (core.holders)."""
+        return holders.cross_check(self.pool, containers, frozenset(leases))
 
     def stored_containers(self) -> list[str]:
         """The containers kept beside the pool in the store, as saved JSON text."""
         return self.store.load_containers()
+
+    def stored_leases(self) -> list[Lease]:
+        """The leases kept beside the pool in the store."""
+        return self.store.load_leases()
 
     @staticmethod
     async def _undo_firewall(

@@ -13,6 +13,7 @@ from lightd.core.changes import Change
 from lightd.core.containers import Binding
 from lightd.core.engine_view import ContainerInfo
 from lightd.core.entry import Entry
+from lightd.core.leases import Lease
 
 __all__ = [
     "BoundPorts",
@@ -41,6 +42,14 @@ class Store(Protocol):
 
     def load_containers(self) -> list[str]:
         """Every container, as the JSON text it was saved as."""
+
+    def load_leases(self) -> list[Lease]: ...
+
+    def event_bounds(self) -> tuple[int, int]:
+        """The ids of the oldest and the newest event kept (0, 0 when none is)."""
+
+    def read_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        """Up to ``limit`` events after id ``after``, in order; safe from any thread."""
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Apply all changes in one transaction, durably, or raise StorageError and apply none."""

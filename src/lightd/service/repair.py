@@ -96,6 +96,7 @@ class RepairService:
         self.clock = clock
         self.passes = 0
         self._findings: dict[str, Finding] = {}
+        self._drift: list[Finding] = []  # what the last pass's firewall reconcile mended
         self._last: dict[str, Any] | None = None
         self._current: asyncio.Future[dict[str, Any]] | None = None
         self._loop: asyncio.Task[None] | None = None
@@ -193,6 +194,7 @@ class RepairService:
         merged = merge(self._findings, found, carried)
         for finding in merged.new:
             log.warning("repair: %s: %s", finding.type, finding.message)
+        await self._tell(firewall, [f for f in merged.new if f.type != "firewall_drift"])
         for finding in merged.gone:
             if finding.type != "firewall_drift":  # repaired already, and said so
                 log.info("repair: no longer a %s: %s", finding.type, _subject(finding))
@@ -211,6 +213,23 @@ class RepairService:
             self._record(report["counts"])
         return report
 
+    async def _tell(self, firewall: dict[str, Any] | None, new: list[Finding]) -> None:
+        """The stream's events of this pass: the firewall mended, and each new finding."""
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("repair.finding", {"finding": finding.to_json()}) for finding in new
+        ]
+        if firewall is not None and (firewall["added"] or firewall["removed"]):
+            events.insert(0, ("firewall.repaired", {
+                "added": firewall["added"], "removed": firewall["removed"],
+                "drift": [f.message for f in self._drift],
+            }))
+        if not events:
+            return
+        try:
+            await self.pools.save((), events)
+        except LightdError as exc:  # the status and the log say it all the same
+            log.error("repair: its events were not saved: %s", exc.message)
+
     async def _firewall(
         self, found: list[Finding], errors: dict[str, str], now: float
     ) -> dict[str, Any] | None:
@@ -218,10 +237,12 @@ class RepairService:
             report = await self.pools.reconcile_firewall()
         except LightdError as exc:
             errors["firewall"] = exc.message
+            self._drift = []
             return None
         added, removed = int(report.get("added", 0)), int(report.get("removed", 0))
         drift = [str(text) for text in report.get("drift", ())]
-        found += (drift_finding(text, now, added, removed) for text in drift)
+        self._drift = [drift_finding(text, now, added, removed) for text in drift]
+        found += self._drift
         return {"added": added, "removed": removed, "drift_count": int(report.get("drift_count", len(drift)))}
 
     async def _classify(self) -> _Before:
