@@ -496,7 +496,20 @@ BAD_TTLS: dict[str, bytes] = {
 }
 
 
+def refused_400(answer: httpx.Response, field: str | None = None) -> bool:
+    """A 400 whose JSON body is ``{"error": <str>, ...}`` (naming ``field``)."""
+    if answer.status_code != 400:
+        return False
+    body = answer.json()
+    return (
+        isinstance(body, dict)
+        and isinstance(body.get("error"), str)
+        and (field is None or field in body["error"])
+    )
+
+
 def test_bad_ttls_are_refused_and_claim_nothing(lightd: Lightd) -> None:
+    wrong = []
     for case, raw in BAD_TTLS.items():
         answer = lightd.call(
             "POST",
@@ -504,11 +517,9 @@ def test_bad_ttls_are_refused_and_claim_nothing(lightd: Lightd) -> None:
             content=b'{"count": 1, "ttl": ' + raw + b"}",
             headers={"Content-Type": "application/json"},
         )
-        assert answer.status_code == 400, (case, answer.text)
-        body = answer.json()
-        assert set(body) >= {"error"} and isinstance(body["error"], str), (case, body)
-        assert "ttl" in body["error"], (case, body)
-        assert "Traceback" not in answer.text
+        if not refused_400(answer, "ttl"):
+            wrong.append((case, answer.status_code, answer.text[:300]))
+    assert wrong == []
     assert lightd.leases() == []
     assert all(free(e) for e in lightd.entries().values())
 
@@ -523,6 +534,7 @@ def test_bad_ttls_on_renew_change_nothing(lightd: Lightd) -> None:
         "a list body": b"[]",
         "a string body": b'"x"',
     }
+    wrong = []
     for case, raw in bodies.items():
         answer = lightd.call(
             "POST",
@@ -530,8 +542,9 @@ def test_bad_ttls_on_renew_change_nothing(lightd: Lightd) -> None:
             content=raw,
             headers={"Content-Type": "application/json"},
         )
-        assert answer.status_code == 400, (case, answer.text)
-        assert isinstance(answer.json()["error"], str), (case, answer.text)
+        if not refused_400(answer):
+            wrong.append((case, answer.status_code, answer.text[:300]))
+    assert wrong == []
     assert lightd.lease(lease_id) == before
 
 
