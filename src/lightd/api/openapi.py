@@ -210,6 +210,13 @@ _FINDING = _object(
         "since": _TEXT,
     }
 )
+_LEASE_SUMMARY = _object({"id": _TEXT, "expires_at": _TEXT, "ttl": TTL_SCHEMA})
+_LEASE = _object({
+    "id": _TEXT, "expires_at": _TEXT, "ttl": TTL_SCHEMA, "created_at": _TEXT, "ports": _list(_ENTRY),
+})
+_NO_LEASE = "Lease not found (never made, or released, kept or expired)"
+# The stream's answer is text/event-stream, documented by its route; not JSON.
+EVENT_STREAM_ANSWER: Json = {}
 _NOT_FOUND = "Port not found in pool"
 _AMBIGUOUS_OR_HELD = (
     "The ip:port exists for tcp and udp and ?protocol= does not say which, or "
@@ -244,7 +251,7 @@ OPERATIONS: dict[str, tuple[Json, dict[int, str]]] = {
         {},
     ),
     "POST /network/ports/claim": (
-        _object({"ports": _list(_ENTRY)}),
+        _object({"ports": _list(_ENTRY)}, {"lease": _LEASE_SUMMARY}),
         {409: "No available ports in pool (not as many as asked, or none contiguous)"},
     ),
     "POST /network/ports/bulk-delete": (
@@ -304,6 +311,16 @@ OPERATIONS: dict[str, tuple[Json, dict[int, str]]] = {
         ),
         {503: "lightd is stopping: no repair pass was run"},
     ),
+    "GET /network/leases": (_object({"leases": _list(_LEASE)}), {503: _UNREAD}),
+    "GET /network/leases/{lease_id}": (_LEASE, {404: _NO_LEASE, 503: _UNREAD}),
+    "POST /network/leases/{lease_id}/renew": (_LEASE, {404: _NO_LEASE}),
+    "DELETE /network/leases/{lease_id}": (
+        _object({"message": _TEXT, "freed": _list(_ENTRY)}), {404: _NO_LEASE},
+    ),
+    "POST /network/leases/{lease_id}/keep": (
+        _object({"message": _TEXT, "kept": _list(_ENTRY)}), {404: _NO_LEASE},
+    ),
+    "GET /network/events": (EVENT_STREAM_ANSWER, {}),
     "GET /network/firewall": (_ANY_OBJECT, {}),
     "POST /network/firewall/reconcile": (_object({"message": _TEXT}), {}),
 }
@@ -390,7 +407,7 @@ def _document(name: str, guarded: bool, operation: Json, known: dict[tuple[str, 
     responses = operation.setdefault("responses", {})
     responses.pop("422", None)
     for status, answer in responses.items():
-        if status.startswith("2"):
+        if status.startswith("2") and success is not EVENT_STREAM_ANSWER:
             answer["content"] = {"application/json": {"schema": copy.deepcopy(success)}}
     for status, description in sorted(errors.items()):
         responses[str(status)] = _error_response(status, description)
