@@ -621,17 +621,28 @@ BAD_IDS = [
 ]
 
 
+def answer_of(url: str, **kwargs: Any) -> tuple[int, Any]:
+    """The status and JSON body of a request that may open a stream (then: 200, None)."""
+    with httpx.Client(timeout=10) as client, client.stream("GET", url, **kwargs) as answer:
+        if answer.status_code == 200:
+            return 200, None
+        answer.read()
+        return answer.status_code, answer.json()
+
+
 def test_a_bad_after_or_last_event_id_is_400(tmp_path: Path) -> None:
     with served(tmp_path) as lightd:
         url = lightd.daemon.url + "/network/events"
+        wrong = []
         for bad in BAD_IDS:
-            answer = httpx.get(url, params={"after": bad}, headers=HEADERS, timeout=10)
-            assert answer.status_code == 400, (bad, answer.text)
-            assert isinstance(answer.json()["error"], str), (bad, answer.text)
+            tries = [("after", {"params": {"after": bad}, "headers": HEADERS})]
             if bad.strip() == bad and bad.isascii():  # a value a header can carry as it is
-                answer = httpx.get(url, headers={**HEADERS, "Last-Event-ID": bad}, timeout=10)
-                assert answer.status_code == 400, ("Last-Event-ID", bad, answer.text)
-                assert isinstance(answer.json()["error"], str), (bad, answer.text)
+                tries.append(("Last-Event-ID", {"headers": {**HEADERS, "Last-Event-ID": bad}}))
+            for name, kwargs in tries:
+                status, body = answer_of(url, **kwargs)
+                if status != 400 or not isinstance(body, dict) or not isinstance(body.get("error"), str):
+                    wrong.append((name, bad, status, body))
+        assert wrong == []
         # Neither: only new events.
         add_ports(lightd, [quiet_port("tcp", WILDCARD)])
         with opened(lightd.stream()) as stream:
