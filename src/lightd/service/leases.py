@@ -52,7 +52,6 @@ class LeaseService:
         self.leases: dict[str, Lease] = {}
         self.expired = 0
         self._sweeper: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         pools.reload_hooks.append(self.load)
 
     # -- life cycle --------------------------------------------------------------------------
@@ -76,9 +75,8 @@ class LeaseService:
             if self.leases:
                 soonest = min(lease.expires_at for lease in self.leases.values())
                 wait = min(max(soonest - self.clock(), 0.0), SWEEP_EVERY)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
-            self._wake.clear()
+            # No lease made meanwhile can be due sooner: it lasts at least a second from now.
+            await asyncio.sleep(wait)
             try:
                 await self.expire_due()
             except Exception:  # the next sweep tries again; a failed save rebuilt memory
@@ -120,7 +118,6 @@ class LeaseService:
         lease = new_lease(self.clock(), ttl)
         entries = await self.pools.claim(count, protocols, ip, contiguous, note, lease=lease)
         self.leases[lease.id] = lease
-        self._wake.set()  # the sweeper may sleep past this one's expiry
         return lease, entries
 
     async def renew(self, lease_id: str, ttl: int | None) -> tuple[Lease, list[Entry]]:
