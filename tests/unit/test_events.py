@@ -100,6 +100,7 @@ async def test_a_change_that_failed_is_never_told_and_its_id_is_never_reused(ser
     await asyncio.sleep(0.1)
     assert [(i, k, d["ports"][0]["port"]) for i, k, d in follower.events()] == [(2, "port.used", 20001)]
     assert events and 1 not in pools.store.events
+    assert pools.events.published == 1 and pools.events.last_id == 2  # told once: the saved one
     await follower.stop()
 
 
