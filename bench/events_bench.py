@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -36,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import add_common_options, full_range, measure, served  # noqa: E402
+from bench.loadgen import process_cpu_seconds  # noqa: E402
 from lightd.adapters.sqlite_store import SqliteStore  # noqa: E402
 from tests.conftest import HEADERS, write_test_config  # noqa: E402
 from tests.e2e.daemon import ServedDaemon  # noqa: E402
@@ -242,6 +244,7 @@ class RoundResult:
     got: list[int]  # events each active subscriber got
     out_of_order: int
     ended: int
+    subscriber_cpu: float  # CPU seconds of the subscribers' process over the four slices
 
 
 def one_round(
@@ -266,6 +269,7 @@ def one_round(
                 order = [(with_subs, True), (without, False), (without, False), (with_subs, True)]
             total = {True: 0.0, False: 0.0}
             claims = 0
+            cpu_before = process_cpu_seconds(subscribers.process.pid)
             for target, subscribed in order:
                 sample = measure(
                     target, CLAIM, args.seconds, args.connections, args.tool, bodies=CLAIM_BODIES
@@ -275,13 +279,16 @@ def one_round(
                 total[subscribed] += sample.rate
                 if subscribed:
                     claims += sample.requests
+            subscriber_cpu = process_cpu_seconds(subscribers.process.pid) - cpu_before
             deadline = time.monotonic() + DRAIN_SECONDS
             while min(subscribers.ask("count")["events"]) < claims and time.monotonic() < deadline:
                 time.sleep(0.2)
             report = subscribers.stop()
         finally:
             subscribers.kill()
-    return RoundResult(total, claims, report["events"], report["out_of_order"], report["ended"])
+    return RoundResult(
+        total, claims, report["events"], report["out_of_order"], report["ended"], subscriber_cpu
+    )
 
 
 def main() -> None:
@@ -310,7 +317,8 @@ def main() -> None:
         f"{args.connections} keep-alive connections, POST {CLAIM} count 1 (tcp/udp in turn); "
         f"a fresh pair of daemons of 131,070 entries per round, slices without/with/with/without "
         f"and with/without/without/with; subscribers: {args.idle} idle + {args.active} active in "
-        f"a process of their own; host check {args.host_check}, fsync'd group commit on, firewall off"
+        f"a process of their own; host check {args.host_check}, fsync'd group commit on, firewall off; "
+        f"{os.cpu_count()} CPUs for the daemons, the load generator and the subscribers"
     )
     rate_with, rate_without = statistics.median(rates[True]), statistics.median(rates[False])
     cpu_with, cpu_without = statistics.median(cpus[True]), statistics.median(cpus[False])
@@ -327,7 +335,9 @@ def main() -> None:
         print(
             f"round {number}: {result.claims} claims on the daemon with subscribers; events per "
             f"active subscriber: {', '.join(str(g) for g in result.got)}; ids out of order: "
-            f"{result.out_of_order}; subscribers dropped: {result.ended}"
+            f"{result.out_of_order}; subscribers dropped: {result.ended}; the subscribers' "
+            f"process used {result.subscriber_cpu:.2f} CPU s "
+            f"({1e6 * result.subscriber_cpu / max(result.claims, 1):.0f} us per claim)"
         )
     missing = sum(r.claims * len(r.got) - sum(r.got) for r in results)
     print(f"events missing at the active subscribers, all rounds: {missing}")
