@@ -5,7 +5,8 @@
 ``httpx.ASGITransport``; ``restart`` stops it and builds a new one on the same file.
 
 :class:`Model` is what clients were told: every entry and its holder, every container and its
-bindings, changed only by answers that acknowledged a change. Its ``problem`` method applies
+bindings, every lease and its expiry, changed only by answers that acknowledged a change (and by
+the expiry of leases, which :class:`Clock`, the daemon's wall clock, decides). Its ``problem`` method applies
 CONTRACT.md's rules ("Holders", "Availability", the container workflow) to a list of entries a
 container asks for, so the test can say what the daemon must answer.
 """
@@ -13,6 +14,7 @@ container asks for, so the test can say what the daemon must answer.
 from __future__ import annotations
 
 import json
+import math
 import random
 import sqlite3
 from contextlib import closing
@@ -32,6 +34,8 @@ __all__ = [
     "CONTAINERS",
     "IPS",
     "OPERATOR",
+    "Clock",
+    "Lease",
     "PORTS",
     "PROTOCOLS",
     "Key",
@@ -39,6 +43,7 @@ __all__ = [
     "Served",
     "key_of",
     "label",
+    "lease_holder",
     "read_file",
 ]
 
@@ -58,6 +63,41 @@ SEED = [
     {"ip": "::", "ports": "20001-20002", "protocol": "tcp"},
 ]
 OPERATOR = "(operator)"  # the holder of an entry marked in use by PUT .../use or a claim
+LEASE = "lease:"  # + the lease's id: the holder of an entry claimed with a ttl
+START = 1_800_000_000.25  # the clock's first reading: a fraction, so expiries round up
+
+
+def lease_holder(lease_id: str) -> str:
+    return LEASE + lease_id
+
+
+class Clock:
+    """The daemon's wall clock (epoch seconds), moved only by the test; it outlives restarts."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0, "a wall clock the test moves back would be a test of something else"
+        self.now += seconds
+
+
+@dataclass
+class Lease:
+    """A lease as clients were told: its expiry (whole epoch seconds), its ttl and the clock's
+    reading when it was claimed; the entries it holds are those whose holder is
+    ``lease_holder(id)``."""
+
+    expires_at: int
+    ttl: int
+    claimed: float
+
+    @staticmethod
+    def expiry(now: float, ttl: int) -> int:
+        return math.ceil(now) + ttl
 
 
 def family(ip: str) -> int:
@@ -90,9 +130,16 @@ class Model:
 
     holders: dict[Key, str | None] = field(default_factory=lambda: dict.fromkeys(seed_keys()))
     containers: dict[str, list[Key]] = field(default_factory=dict)
+    leases: dict[str, Lease] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)  # ids of leases that existed and no longer do
 
     def copy(self) -> Model:
-        return Model(dict(self.holders), {k: list(v) for k, v in self.containers.items()})
+        return Model(
+            dict(self.holders),
+            {k: list(v) for k, v in self.containers.items()},
+            {k: Lease(v.expires_at, v.ttl, v.claimed) for k, v in self.leases.items()},
+            list(self.gone),
+        )
 
     def resolve(self, ip: str, port: int, protocol: str | None) -> Key | str:
         """The key a path names, or "missing" / "ambiguous" (CONTRACT.md: never guess)."""
@@ -133,6 +180,7 @@ class Model:
 
         "missing", "taken", "blocked", "twice"; or "blocked_by_own" when the only blockers are
         entries ``holder`` has now and gives up with this change (a rebind may then go either way).
+        A container takes an entry a lease holds (CONTRACT13: the lease was for that container).
         """
         own = {k for k, h in self.holders.items() if h == holder}
         taking: set[Key] = set()
@@ -142,7 +190,7 @@ class Model:
                 return "missing"
             if key in taking:
                 return "twice"
-            if self.holders[key] not in (None, holder):
+            if self.holders[key] not in (None, holder) and not self.leased(key):
                 return "taken"
             if self.holders[key] is None:
                 blockers = self.blockers(key, taking)
@@ -160,10 +208,43 @@ class Model:
         for key in keys:
             self.holders[key] = holder
         self.containers[holder] = list(keys)
+        self.prune()
 
     def drop(self, holder: str) -> None:
         for key in self.containers.pop(holder):
             self.holders[key] = None
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def leased(self, key: Key) -> str | None:
+        """The id of the lease holding ``key``, or None."""
+        holder = self.holders.get(key)
+        return holder.removeprefix(LEASE) if holder is not None and holder.startswith(LEASE) else None
+
+    def lease_keys(self, lease_id: str) -> list[Key]:
+        return sorted(k for k, h in self.holders.items() if h == lease_holder(lease_id))
+
+    def end_lease(self, lease_id: str, to: str | None = None) -> list[Key]:
+        """The lease is gone (released, expired: its entries free; kept: ``to`` the operator)."""
+        keys = self.lease_keys(lease_id)
+        for key in keys:
+            self.holders[key] = to
+        del self.leases[lease_id]
+        self.gone.append(lease_id)
+        return keys
+
+    def lease_order(self, lease_id: str) -> tuple[int, str]:
+        """How the daemon lists leases: by expiry, then id."""
+        return (self.leases[lease_id].expires_at, lease_id)
+
+    def due(self, now: float) -> list[str]:
+        return sorted(i for i, lease in self.leases.items() if lease.expires_at <= now)
+
+    def prune(self) -> None:
+        """A lease whose every entry a container took over is gone (CONTRACT13)."""
+        for lease_id in [i for i in self.leases if not self.lease_keys(i)]:
+            del self.leases[lease_id]
+            self.gone.append(lease_id)
 
 
 def key_of(item: dict[str, Any]) -> Key:
@@ -171,9 +252,10 @@ def key_of(item: dict[str, Any]) -> Key:
 
 
 def read_file(path: Path) -> tuple[list[tuple[Any, ...]], dict[str, dict[str, Any]]]:
-    """The ports and containers in the SQLite file, through a connection of our own."""
+    """The ports (with the lease holding each) and containers in the SQLite file, through a
+    connection of our own."""
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        ports = sorted(db.execute("SELECT ip, port, protocol, in_use, container, note FROM ports"))
+        ports = sorted(db.execute("SELECT ip, port, protocol, in_use, container, note, lease FROM ports"))
         containers = {
             internal_id: json.loads(body)
             for internal_id, body in db.execute("SELECT internal_id, body FROM containers")
@@ -195,6 +277,7 @@ class Served:
         self.settings = load_or_create(config)
         self.firewall = FakeFirewall()
         self.engine = FakeEngine()
+        self.clock = Clock()
         self.lightd: Lightd | None = None
         self.http: httpx.AsyncClient | None = None
         self.starts = 0
@@ -204,7 +287,7 @@ class Served:
         return self.settings.database_path
 
     async def start(self) -> None:
-        lightd = Lightd(self.settings, firewall=self.firewall, engine=self.engine)
+        lightd = Lightd(self.settings, firewall=self.firewall, engine=self.engine, clock=self.clock)
         # Its random choices seeded, so that hypothesis can replay and shrink a failing run.
         lightd.pool.rng = random.Random(self.starts)
         app = create_app(lightd)
