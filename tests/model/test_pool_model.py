@@ -2,14 +2,16 @@
 
 A hypothesis state machine drives one daemon (the real app, a real SQLite file, restarts from
 it, some after an entry's holder was changed in the file, a fake firewall and engine that fail
-when told to, a few changes sent at once) and keeps a reference model of every acknowledged change
+when told to, a few changes sent at once, leases and a wall clock the test moves: its steps are in
+tests/model/leases.py) and keeps a reference model of every acknowledged change
 (tests/model/harness.py). Each step says what the contract requires the answer to be (where
 chance decides, as for claims, what it allows: an answer only from available entries, and a
 refusal only when some unlucky choice could not have met it); after every step the daemon is
 checked:
 
 - no entry held twice: an entry's container is exactly the container whose bindings name it,
-  no two containers bind one entry, no in-use wildcard beside an in-use entry of its port;
+  no two containers bind one entry, no entry held by both a container and a lease, no in-use
+  wildcard beside an in-use entry of its port; the leases listed are exactly the model's;
 - every container's bindings are held by it, and the engine publishes no port its container
   does not hold; the firewall has a rule for every entry and no other;
 - memory equals the file: what the API shows is what a fresh read of the SQLite file holds;
@@ -47,8 +49,10 @@ from tests.model.harness import (
     Served,
     key_of,
     label,
+    lease_holder,
     read_file,
 )
+from tests.model.leases import WHEN, LeaseSteps
 
 # No "explain" phase: it re-runs the shrunk example many times over, for lines it then names.
 PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
@@ -103,7 +107,7 @@ pick_ = st.tuples(st.integers(0, 5), st.integers(0, 63), st.tuples(ip_, port_, p
 port_spec = port_ | st.builds(span, port_, port_)
 
 
-class PoolMachine(RuleBasedStateMachine):
+class PoolMachine(LeaseSteps, RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="lightd-model-"))
@@ -141,7 +145,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.where = where
         note(where)
         # --hypothesis-show-statistics lists how often each answer came (what the run covered).
-        event(f"{method} {path.split('/')[1]} {response.status_code}" + (" fault" if faults else ""))
+        what = path.split("/")[2 if path.startswith("/network/") else 1]
+        event(f"{method} {what} {response.status_code}" + (" fault" if faults else ""))
         return response, faults
 
     def expect(self, response: httpx.Response, *statuses: int) -> None:
@@ -205,8 +210,9 @@ class PoolMachine(RuleBasedStateMachine):
         container holds, sometimes one that does not exist."""
         bound = sorted(k for keys in self.model.containers.values() for k in keys)
         used = sorted(k for k, holder in self.model.holders.items() if holder is not None)
+        leased = sorted(k for k in self.model.holders if self.model.leased(k))
         existing = sorted(self.model.holders)
-        ip, port, protocol = self.pick(data, [bound, bound, used, existing, existing], "entry")
+        ip, port, protocol = self.pick(data, [bound, bound, used, leased, existing], "entry")
         bare = data.draw(st.booleans(), label="without ?protocol=")
         return ip, port, None if bare else protocol
 
@@ -233,7 +239,8 @@ class PoolMachine(RuleBasedStateMachine):
         if key is None:
             return None
         if self.model.holders[key] not in (None, OPERATOR):
-            return self.expect(response, 409)  # only its container frees a container's entry
+            self.expect(response, 409)  # only its container (or lease) frees its entry
+            return self.check_lease_refusal(response, key)
         if self.failed_by_fault(response, faults):
             return None
         self.expect(response, 200)
@@ -260,6 +267,9 @@ class PoolMachine(RuleBasedStateMachine):
         assert {key_of(e) for e in answer["skipped"]} == keys - deleted, self.where
         missing = {item for item, k in zip(items, resolved, strict=True) if k == "missing"}
         assert len(answer["not_found"]) == len(missing), self.where
+        for entry in answer["skipped"]:
+            lease_id = self.model.leased(key_of(entry))
+            assert lease_id is None or entry["reason"] == f"held by lease {lease_id}", self.where
         for key in deleted:
             del self.model.holders[key]
         return None
@@ -279,11 +289,12 @@ class PoolMachine(RuleBasedStateMachine):
             return None
         holder = self.model.holders[key]
         by = {None: "nobody", OPERATOR: "the operator"}.get(holder, "a container")
-        event(f"PUT use {in_use} on an entry held by {by}")
+        event(f"PUT use {in_use} on an entry held by {'a lease' if self.model.leased(key) else by}")
         if in_use and holder is None and self.model.blockers(key):
             return self.expect(response, 409)
         if not in_use and holder not in (None, OPERATOR):
-            return self.expect(response, 409)  # naming the container that holds it
+            self.expect(response, 409)  # naming the container or lease that holds it
+            return self.check_lease_refusal(response, key)
         self.expect(response, 200)
         changed = (holder is None) if in_use else (holder == OPERATOR)
         answer = response.json()
@@ -299,7 +310,18 @@ class PoolMachine(RuleBasedStateMachine):
         contiguous=st.booleans(),
     )
     def claim(self, count: int, protocol: str, ip: str | None, contiguous: bool) -> None:
+        claimed = self.claim_with(count, protocol, ip, contiguous)
+        if claimed is not None:
+            assert claimed[1].get("lease") is None, f"a claim without a ttl made a lease: {self.where}"
+            for key in claimed[0]:
+                self.model.holders[key] = OPERATOR
+
+    def claim_with(
+        self, count: int, protocol: str, ip: str | None, contiguous: bool, extra: dict[str, Any] | None = None
+    ) -> tuple[list[Key], dict[str, Any]] | None:
+        """Send a claim and check its answer; the entries claimed and the answer (None if refused)."""
         body: dict[str, Any] = {"count": count, "protocol": protocol, "contiguous": contiguous}
+        body.update(extra or {})
         if ip is not None:
             body["ip"] = ip
         response, _ = self.send("POST", "/network/ports/claim", body)
@@ -308,7 +330,7 @@ class PoolMachine(RuleBasedStateMachine):
             assert not self.claim_certain(count, protocols, ip, contiguous), (
                 f"a claim the pool can meet was refused: {self.where}"
             )
-            return
+            return None
         self.expect(response, 200)
         keys = [key_of(e) for e in response.json()["ports"]]
         numbers = sorted({(k[0], k[1]) for k in keys})
@@ -324,8 +346,7 @@ class PoolMachine(RuleBasedStateMachine):
                 f"claimed {label(key)}, which was not available: {self.where}"
             )
             taking.add(key)
-        for key in keys:
-            self.model.holders[key] = OPERATOR
+        return keys, response.json()
 
     def claim_certain(self, count: int, protocols: tuple[str, ...], ip: str | None, contiguous: bool) -> bool:
         """Whether every way of choosing (however unlucky) meets the claim."""
@@ -368,22 +389,24 @@ class PoolMachine(RuleBasedStateMachine):
         holder = self.model.holders[key]
         answer = response.json()
         assert answer["in_use"] == (holder is not None), self.where
-        assert answer.get("container") == (None if holder in (None, OPERATOR) else holder)
+        assert answer.get("container") == (holder if holder in self.model.containers else None)
+        assert answer["lease"] == self.model.leased(key), self.where
         return None
 
     # -- containers --------------------------------------------------------------------------
 
     def port_requests(self, data: st.DataObject, least: int = 0) -> list[dict[str, Any]]:
-        """Up to three bindings: mostly free entries of the pool, some taken or missing ones,
-        and requests for any free port (on an ip, or on any)."""
+        """Up to three bindings: mostly free entries of the pool, some leased (a container takes
+        them over), taken or missing ones, and requests for any free port (on an ip, or on any)."""
         free = sorted(k for k in self.model.holders if self.model.available(k))
+        leased = sorted(k for k in self.model.holders if self.model.leased(k))
         requests: list[dict[str, Any]] = []
         for _ in range(data.draw(st.integers(least, 3), label="ports")):
             if data.draw(st.integers(0, 5), label="any free port?") == 5:
                 ip = data.draw(st.none() | ip_, label="on ip")
                 requests.append(any_free(ip, data.draw(protocol_, label="protocol")))
             else:
-                requests.append(given(self.pick(data, [free, free, free], "entry")))
+                requests.append(given(self.pick(data, [free, free, free, leased], "entry")))
         return requests
 
     def container_id(self, data: st.DataObject) -> str:
@@ -476,10 +499,13 @@ class PoolMachine(RuleBasedStateMachine):
             else:
                 assert key[2] == request["protocol"], self.where
                 assert request.get("ip") in (None, key[0]), self.where
+                assert not self.model.leased(key), f"a leased entry given as a free one: {self.where}"
             assert binding["container_port"] == request.get("container_port", key[1]), self.where
         assert self.model.problem(keys, holder) in (None, "blocked_by_own"), (
             f"{holder} was given entries it may not have: {self.where}"
         )
+        if any(self.model.leased(k) for k in keys):
+            event("a container took leased entries over")
         self.model.take(holder, keys)
 
     @precondition(has_containers)
@@ -603,15 +629,24 @@ class PoolMachine(RuleBasedStateMachine):
 
     # -- restarts and failures ---------------------------------------------------------------
 
-    @rule(reconcile_fails=st.booleans(), engine_list_fails=st.booleans())
-    def restart(self, reconcile_fails: bool, engine_list_fails: bool) -> None:
+    @rule(
+        reconcile_fails=st.booleans(),
+        engine_list_fails=st.booleans(),
+        down=st.sampled_from(("no time", *WHEN)),
+    )
+    def restart(self, reconcile_fails: bool, engine_list_fails: bool, down: str) -> None:
         """Stop the daemon and build a new one on the same file (the fakes keep their state);
-        its start-up may find the firewall or the engine failing."""
+        its start-up may find the firewall or the engine failing, and leases that ran out while
+        it was down (it frees them before it serves)."""
         if reconcile_fails:
             self.served.firewall.fail_next("reconcile")
         if engine_list_fails:
             self.served.engine.fail_next("list_managed")
-        self.run(self.served.restart())
+        self.run(self.served.stop())
+        if down != "no time":
+            self.move_clock(down)
+        self.run(self.served.start())
+        self.expire_in_model()
         assert self.served.lightd is not None
         startup = self.served.lightd.startup
         report = startup.get("containers", {})
@@ -680,7 +715,9 @@ class PoolMachine(RuleBasedStateMachine):
                 )
                 bound[key] = container["internal_id"]
         for key, entry in by_key.items():
-            assert entry["in_use"] or entry["container"] is None, f"free but held: {entry}"
+            held = (entry["container"], entry["lease"])
+            assert entry["in_use"] or held == (None, None), f"free but held: {entry}"
+            assert entry["container"] is None or entry["lease"] is None, f"entry held twice: {entry}"
             assert entry["container"] == bound.get(key), (
                 f"entry held twice: {label(key)} says container {entry['container']}, "
                 f"bindings say {bound.get(key)}"
@@ -718,7 +755,7 @@ class PoolMachine(RuleBasedStateMachine):
     def check_file(self, entries: list[dict[str, Any]], containers: list[dict[str, Any]]) -> None:
         rows, stored = read_file(self.served.database)
         memory = sorted(
-            (e["ip"], e["port"], e["protocol"], int(e["in_use"]), e["container"], e.get("note"))
+            (e["ip"], e["port"], e["protocol"], int(e["in_use"]), e["container"], e.get("note"), e["lease"])
             for e in entries
         )
         assert memory == rows, f"memory differs from the file: {memory} != {rows}"
@@ -737,7 +774,8 @@ class PoolMachine(RuleBasedStateMachine):
         lost = sorted(set(told) - set(by_key)) + sorted(set(by_key) - set(told))
         assert not lost, f"acknowledged change lost: entries {lost} differ from what clients were told"
         for key, entry in by_key.items():
-            holder = entry["container"] or (OPERATOR if entry["in_use"] else None)
+            lease = lease_holder(entry["lease"]) if entry["lease"] else None
+            holder = entry["container"] or lease or (OPERATOR if entry["in_use"] else None)
             assert holder == told[key], (
                 f"acknowledged change lost: {label(key)} is held by {holder}, clients were told {told[key]}"
             )
