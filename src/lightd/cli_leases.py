@@ -111,32 +111,16 @@ def events(
     (too far behind): re-read the pool."""
     from lightd.client import ClientError
 
-    try:
-        with _client(config, url, cacert, pin) as client:
-            try:
-                for event in client.events(after=after):
-                    if raw:
-                        line = json.dumps({"id": event.id, "type": event.type, "data": event.data})
-                        typer.echo(line.replace("\x7f", "\\u007f"))  # ensure_ascii left only DEL
-                    else:
-                        typer.echo(f"{event.id} {_safe(event.type)} {summary(event.type, event.data)}")
-            except ClientError as exc:
-                fail(exc.message)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except BrokenPipeError:  # lightd events | head -3
-        _quiet_stdout()
-        raise typer.Exit(0) from None
-
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null, so the interpreter's last flush does not fail on the closed pipe."""
-    import os
-    import sys
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    # Ctrl-C ends it quietly with 130, a closed pipe (| head) with 1: typer's main does both.
+    with _client(config, url, cacert, pin) as client:
+        try:
+            for event in client.events(after=after):
+                if raw:  # json.dumps escapes every control character (ensure_ascii: C1 and DEL too)
+                    typer.echo(json.dumps({"id": event.id, "type": event.type, "data": event.data}))
+                else:
+                    typer.echo(f"{event.id} {_safe(event.type)} {summary(event.type, event.data)}")
+        except ClientError as exc:
+            fail(exc.message)
 
 
 def summary(kind: str, data: dict[str, Any]) -> str:

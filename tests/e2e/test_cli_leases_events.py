@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from lightd.client import Client, ClientError, Event
@@ -296,22 +297,42 @@ def test_client_events_of_changes_made_meanwhile(served: Served) -> None:
     assert keys(expired.data["ports"]) == keys(short["ports"])
 
 
+class Gate(httpx.HTTPTransport):
+    """A transport whose requests wait while the gate is closed; it records each one sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.open.set()
+        self.sent: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert self.open.wait(DEADLINE), "the gate stayed closed"
+        self.sent.append(request)
+        return super().handle_request(request)
+
+
 def test_events_resume_after_a_restart_with_no_event_missed(served: Served) -> None:
     ports = served.ports
-    with served.client() as client, served.client() as reader:
+    gate = Gate()
+    with served.client() as client, Client(served.daemon.url, TOKEN, transport=gate) as reader:
         follower = Follower(reader, after=0)
         client.use(IP, ports[0], True)
         client.use(IP, ports[1], True)
-        follower.until("the first two events", count(2))
-        assert served.daemon.stop() == 0  # the stream's connection ends with the daemon
+        seen = follower.until("the first two events", count(2))
+        gate.open.clear()  # the follower's reconnect waits until the changes below are made
+        assert served.daemon.stop() in (0, -15)  # a clean exit (uvicorn re-raises SIGTERM), not a kill
         served.daemon.start()
-        # Made while the follower waits to reconnect (or just after): it must see every one.
         client.use(IP, ports[0], False)
         leased = client.claim_lease(2, ip=IP, ttl=600)
         client.release(leased["lease"]["id"])
         client.use(IP, ports[1], False)
+        gate.open.set()
         events = follower.until("six events", count(6))
         follower.stop(poke(client))
+        first, *reconnects = gate.sent
+        assert (first.url.params.get("after"), first.headers.get("last-event-id")) == ("0", None)
+        assert reconnects and {r.headers.get("last-event-id") for r in reconnects} == {str(seen[1].id)}
         # The daemon's backlog, read afresh, holds exactly what the follower saw: no gap, no repeat.
         last = events[-1].id
         fresh = Follower(reader, after=0, reconnect=False)
@@ -451,8 +472,9 @@ class CliFollower:
             self.process.kill()
             raise
         self._reader.join(DEADLINE)
-        assert self.process.stderr is not None
-        return code, self.process.stderr.read()
+        assert self.process.stdout is not None and self.process.stderr is not None
+        with self.process.stdout, self.process.stderr:
+            return code, self.process.stderr.read()
 
 
 def test_cli_events_lines_json_and_ctrl_c(served: Served) -> None:
@@ -460,7 +482,7 @@ def test_cli_events_lines_json_and_ctrl_c(served: Served) -> None:
     with served.client() as client:
         raw = served.follow("--after", "0", "--json")
         text = served.follow("--after", "0")
-        client.add(IP, quiet_port("tcp", IP), note="\x1b]0;owned\x07\nfake row")
+        client.add(IP, quiet_port("tcp", IP), note="\x1b]0;owned\x07\nfake row\x7f\u0085\u2028é")
         client.use(IP, a, True)
         client.use(IP, a, False)
         leased = client.claim_lease(2, ip=IP, ttl=600)

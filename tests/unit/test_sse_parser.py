@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lightd.cli_leases import summary
 from lightd.client import Client, ClientError, Event
 from lightd.client._events import EventParser, Message, StreamParser, to_event
+
+Json = dict[str, Any]
 
 LIGHTD_STREAM = (
     b": connected\n\n"
@@ -354,3 +357,66 @@ def test_reset_is_yielded_and_its_id_is_the_next_last_event_id(sleeps):
         assert next(items).id == 61
     sent = [(r.headers.get("last-event-id"), r.url.params.get("after")) for r in daemon.requests]
     assert sent == [(None, "1"), ("60", None)]
+
+
+# -- what a line of `lightd events` says -------------------------------------------------------
+
+
+def entry(port: int, ip: str = "0.0.0.0", protocol: str = "tcp") -> Json:
+    return {"ip": ip, "port": port, "protocol": protocol, "in_use": True, "container": None, "lease": None}
+
+
+MC = {"internal_id": "mc-1"}
+LEASE = {"id": "lease_0123456789abcdef", "expires_at": "2026-12-02T08:00:05Z", "ttl": 60}
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "line"),
+    [
+        ("port.added", {"ports": [entry(25565), entry(19132, "::", "udp")]},
+         "0.0.0.0:25565/tcp, [::]:19132/udp"),
+        ("port.deleted", {"ports": [entry(p) for p in range(1, 8)]},
+         "0.0.0.0:1/tcp, 0.0.0.0:2/tcp, 0.0.0.0:3/tcp, 0.0.0.0:4/tcp and 3 more"),
+        ("port.used", {"ports": []}, "no ports"),
+        ("ports.claimed", {"ports": [entry(5)], "lease": None}, "0.0.0.0:5/tcp"),
+        ("ports.claimed", {"ports": [entry(5)], "lease": LEASE},
+         "0.0.0.0:5/tcp lease lease_0123456789abcdef until 2026-12-02T08:00:05Z"),
+        ("lease.renewed", {"lease": LEASE, "ports": [entry(5)]},
+         "lease_0123456789abcdef until 2026-12-02T08:00:05Z: 0.0.0.0:5/tcp"),
+        ("lease.expired", {"lease": LEASE, "ports": [entry(5)]}, "lease_0123456789abcdef: 0.0.0.0:5/tcp"),
+        ("lease.kept", {"lease": LEASE, "ports": [entry(5)]}, "lease_0123456789abcdef: 0.0.0.0:5/tcp"),
+        ("container.created", {"container": {"internal_id": "mc-1"}, "ports": [entry(5)]},
+         "mc-1: 0.0.0.0:5/tcp"),
+        ("container.rebound", {"container": MC, "ports": [entry(6)], "freed": [entry(5)]},
+         "mc-1: 0.0.0.0:6/tcp; freed 0.0.0.0:5/tcp"),
+        ("container.deleted", {"internal_id": "mc-1", "freed": [entry(6)]}, "mc-1: freed 0.0.0.0:6/tcp"),
+        ("firewall.repaired", {"added": 2, "removed": 1, "drift": ["x"]}, "added 2, removed 1 rules"),
+        ("repair.finding", {"finding": {"type": "idle", "message": "0.0.0.0:5/tcp is idle"}},
+         "idle: 0.0.0.0:5/tcp is idle"),
+        ("reset", {"reason": "too far behind", "after": 3, "oldest": 90, "last": 99},
+         "too far behind (after 3, oldest kept 90, last 99): re-read the pool"),
+        ("something.new", {"at": "2026-12-02T08:00:05.000Z", "n": 1}, '{"n": 1}'),
+    ],
+)  # fmt: skip
+def test_each_kind_of_event_has_its_summary(kind, data, line):
+    assert summary(kind, {"at": "2026-12-02T08:00:05.123Z", **data}) == line
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        ("port.added", {"ports": [entry(5, "\x1b[2J")]}),
+        (
+            "ports.claimed",
+            {"ports": [entry(5)], "lease": {"id": "x\nfake 2 port.freed", "expires_at": "\x07"}},
+        ),
+        ("lease.released", {"lease": {"id": "\x9b31m"}, "ports": ["\x1b"]}),
+        ("container.deleted", {"internal_id": "\u202eevil", "freed": []}),
+        ("repair.finding", {"finding": {"type": "\r", "message": "\x1b]0;title\x07"}}),
+        ("reset", {"reason": "\x1b[31m"}),
+        ("other", {"note": "\x1b[31m\n"}),
+    ],
+)
+def test_what_the_daemon_sends_is_shown_never_obeyed(kind, data):
+    shown = summary(kind, data)
+    assert shown.isprintable(), shown
