@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import add_common_options, full_range, measure, served  # noqa: E402
@@ -109,7 +111,7 @@ class Active:
         fields = dict(line.split(b": ", 1) for line in block.split(b"\n"))
         event_id = int(fields[b"id"])
         kind = fields[b"event"].decode()
-        data = json.loads(fields[b"data"])
+        data = orjson.loads(fields[b"data"])
         if kind != "ports.claimed" or not isinstance(data, dict) or "ports" not in data:
             raise SystemExit(f"unexpected event {kind}: {block[:200]!r}")
         if self.last is not None and event_id <= self.last:

@@ -14,8 +14,10 @@ no memory: the server drops a connection that does not take what is written to i
 (``lightd.api.server``), and one that fell behind the backlog gets ``reset`` and starts again
 from now.
 
-A subscriber that wakes sends everything new at once, then waits ``LINGER`` before it looks again,
-so that a burst of changes costs each subscriber a few writes a second, not one per change.
+Subscribers are woken together, by one tick of the hub: at most every ``FLUSH_EVERY`` seconds
+while events come (the first of a quiet spell at once), and every ``heartbeat`` seconds when
+none do (then each sends a heartbeat comment). So a burst of thousands of changes a second costs
+each subscriber ten wake-ups and writes a second, and no timer of its own.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BACKLOG = 10_000
 DEFAULT_HEARTBEAT = 15.0
-LINGER = 0.05  # seconds a subscriber waits after sending, so a burst goes out in few writes
+FLUSH_EVERY = 0.1  # seconds between two wake-ups of the subscribers while events come
 RING_EVENTS = 4096  # the newest events kept in memory, encoded
 RING_BYTES = 16 << 20
 PAGE = 256  # events per read of the database's backlog
@@ -81,7 +83,11 @@ class EventHub:
         self._ring: deque[tuple[int, bytes]] = deque()
         self._ring_bytes = 0
         self._ring_floor = 0  # every durable event after this id is in the ring
-        self._tick: asyncio.Future[None] | None = None
+        # Resolved to wake every subscriber: True when events came, False for a heartbeat.
+        self._tick: asyncio.Future[bool] | None = None
+        self._flush: asyncio.TimerHandle | None = None
+        self._last_flush = float("-inf")  # loop time
+        self._heartbeats: asyncio.TimerHandle | None = None
         self.subscribers = 0
         self.published = 0
         self.closed = False
@@ -150,16 +156,34 @@ class EventHub:
             self._ring_floor = dropped
         if self.on_publish is not None:
             self.on_publish(events)
+        if self._tick is not None and self._flush is None:
+            loop = asyncio.get_running_loop()
+            at = max(loop.time(), self._last_flush + FLUSH_EVERY)
+            self._flush = loop.call_at(at, self._wake, True)
+
+    def _wake(self, came: bool) -> None:
+        if came:
+            self._flush = None
+            self._last_flush = asyncio.get_running_loop().time()
         tick, self._tick = self._tick, None
         if tick is not None and not tick.done():
-            tick.set_result(None)
+            tick.set_result(came)
+
+    def _beat(self) -> None:
+        """Every ``heartbeat`` seconds while anyone listens: a tick that says no event came."""
+        self._heartbeats = None
+        if self.subscribers and not self.closed:
+            self._wake(False)
+            self._heartbeats = asyncio.get_running_loop().call_later(self.heartbeat, self._beat)
 
     def close(self) -> None:
         """End every stream (the daemon is stopping): each sends what it has, then ends."""
         self.closed = True
-        tick, self._tick = self._tick, None
-        if tick is not None and not tick.done():
-            tick.set_result(None)
+        for timer in (self._flush, self._heartbeats):
+            if timer is not None:
+                timer.cancel()
+        self._flush = self._heartbeats = None
+        self._wake(True)
 
     # -- following ---------------------------------------------------------------------------
 
@@ -185,8 +209,11 @@ class EventHub:
     async def follow(self, after: int | None) -> AsyncGenerator[bytes]:
         """What one subscriber is sent, as chunks of bytes, for as long as it listens: a
         comment, ``reset`` if ``after`` cannot be caught up, then every event after ``after``
-        (after now when None), with a heartbeat comment in every ``heartbeat`` of silence."""
+        (after now when None), and a heartbeat comment every ``heartbeat`` seconds when no
+        event came."""
         self.subscribers += 1
+        if self._heartbeats is None and not self.closed:
+            self._heartbeats = asyncio.get_running_loop().call_later(self.heartbeat, self._beat)
         try:
             yield CONNECTED
             cursor = self.last_id if after is None else after
@@ -194,11 +221,9 @@ class EventHub:
                 yield self.reset(after)
                 cursor = self.last_id
             while not self.closed or cursor < self.last_id:
-                if cursor >= self.last_id:
-                    if not await self._wait():
-                        yield HEARTBEAT
-                        continue
-                    await asyncio.sleep(LINGER)
+                if cursor >= self.last_id and not await self._wait():
+                    yield HEARTBEAT
+                    continue
                 chunk, cursor = await self._after(cursor)
                 if chunk:
                     yield chunk
@@ -206,17 +231,13 @@ class EventHub:
             self.subscribers -= 1
 
     async def _wait(self) -> bool:
-        """Wait for new events: True when some came (or the hub closed), False after
-        ``heartbeat`` seconds."""
+        """Wait for the next tick: True when events came (or the hub closed), False for a
+        heartbeat."""
         if self.closed:
             return True
         if self._tick is None:
             self._tick = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._tick), self.heartbeat)
-        except TimeoutError:
-            return False
-        return True
+        return await asyncio.shield(self._tick)
 
     async def _after(self, cursor: int) -> tuple[bytes, int]:
         """The events after ``cursor`` (as many as fit a chunk), and the id of the last one."""
