@@ -96,7 +96,7 @@ class RepairService:
         self.clock = clock
         self.passes = 0
         self._findings: dict[str, Finding] = {}
-        self._drift: list[Finding] = []  # what the last pass's firewall reconcile mended
+        self._drift: list[str] = []  # what the last pass's firewall reconcile mended
         self._last: dict[str, Any] | None = None
         self._current: asyncio.Future[dict[str, Any]] | None = None
         self._loop: asyncio.Task[None] | None = None
@@ -221,7 +221,7 @@ class RepairService:
         if firewall is not None and (firewall["added"] or firewall["removed"]):
             events.insert(0, ("firewall.repaired", {
                 "added": firewall["added"], "removed": firewall["removed"],
-                "drift": [f.message for f in self._drift],
+                "drift": self._drift,
             }))
         if not events:
             return
@@ -241,8 +241,8 @@ class RepairService:
             return None
         added, removed = int(report.get("added", 0)), int(report.get("removed", 0))
         drift = [str(text) for text in report.get("drift", ())]
-        self._drift = [drift_finding(text, now, added, removed) for text in drift]
-        found += self._drift
+        self._drift = drift
+        found += (drift_finding(text, now, added, removed) for text in drift)
         return {"added": added, "removed": removed, "drift_count": int(report.get("drift_count", len(drift)))}
 
     async def _classify(self) -> _Before:
