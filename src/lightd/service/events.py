@@ -88,6 +88,10 @@ class EventHub:
         self._flush: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")  # loop time
         self._heartbeats: asyncio.TimerHandle | None = None
+        # The last chunk made from the ring: (after, last_id then) -> (bytes, up to id). The
+        # subscribers woken by one tick nearly all stand at the same place, so all but the first
+        # send the same bytes, made once.
+        self._made: tuple[tuple[int, int], tuple[bytes, int]] | None = None
         self.subscribers = 0
         self.published = 0
         self.closed = False
@@ -244,6 +248,10 @@ class EventHub:
         if cursor < self.floor:  # trimmed while this subscriber was behind
             return self.reset(cursor), self.last_id
         if cursor >= self._ring_floor:
+            key = (cursor, self.last_id)
+            made = self._made
+            if made is not None and made[0] == key:
+                return made[1]
             newer: list[tuple[int, bytes]] = []
             for event in reversed(self._ring):  # the new ones are at the end: O(new ones)
                 if event[0] <= cursor:
@@ -258,7 +266,9 @@ class EventHub:
                 picked.append(chunk)
                 size += len(chunk)
                 cursor = event_id
-            return b"".join(picked), cursor
+            answer = (b"".join(picked), cursor)
+            self._made = (key, answer)
+            return answer
         rows = await asyncio.to_thread(self.source.read_events, cursor, PAGE)
         if cursor < self.floor:
             return self.reset(cursor), self.last_id
