@@ -4,8 +4,9 @@ Each round gets a fresh pair of daemons on 131,070 entries each (0.0.0.0:1-65535
 alike in every setting; one of them ("with") has 110 subscribers on ``GET /network/events`` for
 the whole round, the other ("without") none. The subscribers run in a process of their own (this
 file, ``--subscribe``, on uvloop when it is installed), apart from the load generator: 100 idle
-ones (connected, draining the socket into one buffer without parsing it) and 10 active ones (undoing the chunked framing, parsing every event's
-id, type and JSON data, and checking the ids increase). Every claim makes one ``ports.claimed``
+ones (connected, draining the socket into one buffer without parsing it) and 10 active ones
+(undoing the chunked framing, parsing every event's id, type and JSON data, and checking the ids
+increase). Every claim makes one ``ports.claimed``
 event, so each active subscriber must get one event per claim made on its daemon.
 
 In every round the pair serves ``POST /network/ports/claim`` (count 1, tcp and udp in turn) in
