@@ -160,8 +160,14 @@ def _safe(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
 
 
+def _held_by(entry: dict[str, Any]) -> str:
+    """Who holds an entry, as the table shows it (one word, for awk): a container's name, a
+    lease's id (``lease_...``), or ``-`` (free, or held by the operator: IN USE tells which)."""
+    return str(entry.get("container") or entry.get("lease") or "-")
+
+
 def _table(entries: list[dict[str, Any]]) -> str:
-    header = ("IP", "PORT", "PROTO", "IN USE", "CONTAINER", "NOTE")
+    header = ("IP", "PORT", "PROTO", "IN USE", "HOLDER", "NOTE")
     # What the daemon sends is shown, never obeyed: notes come from any client of the API.
     rows = [
         (
@@ -169,7 +175,7 @@ def _table(entries: list[dict[str, Any]]) -> str:
             str(e["port"]),
             _safe(e["protocol"]),
             "yes" if e["in_use"] else "no",
-            _safe(e.get("container") or "-"),
+            _safe(_held_by(e)),
             _safe(e.get("note") or ""),
         )
         for e in entries

@@ -32,7 +32,7 @@ def test_ports_add_ls_and_claim(served):
     claimed = lightd(served, "ports", "claim", "--count", "2", "--protocol", "udp", "--note", "gotv")
     assert claimed.returncode == 0, claimed.stderr
     lines = claimed.stdout.splitlines()
-    assert lines[0].split() == ["IP", "PORT", "PROTO", "IN", "USE", "CONTAINER", "NOTE"]
+    assert lines[0].split() == ["IP", "PORT", "PROTO", "IN", "USE", "HOLDER", "NOTE"]
     assert len(lines) == 4 and all("udp" in line and "gotv" in line for line in lines[1:3])
 
     used = lightd(served, "ports", "ls", "--used")

@@ -364,7 +364,7 @@ def test_cli_claim_with_a_ttl_and_leases_ls_renew_release_keep(served: Served) -
     claimed = served.lightd("ports", "claim", "-n", "2", "--ip", IP, "--ttl", "60")
     assert claimed.returncode == 0, claimed.stderr
     lines = claimed.stdout.splitlines()
-    assert lines[0].split() == ["IP", "PORT", "PROTO", "IN", "USE", "CONTAINER", "NOTE"]
+    assert lines[0].split() == ["IP", "PORT", "PROTO", "IN", "USE", "HOLDER", "NOTE"]
     assert lines[3] == "2 entries"
     shown = re.fullmatch(r"lease (lease_[0-9a-f]{16}) expires at (\S+)", lines[4])
     assert shown and len(lines) == 5, claimed.stdout
@@ -375,6 +375,7 @@ def test_cli_claim_with_a_ttl_and_leases_ls_renew_release_keep(served: Served) -
         assert sorted(int(line.split()[1]) for line in lines[1:3]) == sorted(
             e["port"] for e in lease["ports"]
         )
+        assert all(line.split()[4] == lease_id for line in lines[1:3])  # the HOLDER column
         other = client.claim_lease(1, ip=IP, ttl=3600)
 
         listed = served.lightd("leases", "ls")
