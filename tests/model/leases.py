@@ -19,7 +19,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, rule
 
-from tests.model.harness import OPERATOR, Key, Lease, key_of, lease_holder
+from tests.model.harness import CONTAINERS, OPERATOR, Key, Lease, key_of, lease_holder, read_file
 
 if TYPE_CHECKING:
     from tests.model.test_pool_model import PoolMachine
@@ -35,7 +35,7 @@ BAD_TTLS = (0, -5, 86_401, True, 2.5, "5")
 bad_ttl = st.sampled_from(BAD_TTLS)
 # A claim's ttl: mostly a good one (each good one twice as likely as each bad one).
 claim_ttl = st.sampled_from(GOOD_TTLS * 2 + BAD_TTLS)
-# How far the clock moves: to just before, at or just after the next expiry, or past every one.
+# How far the clock moves: to just before, at or just after the next expiry, or past every lease.
 WHEN = ("before", "at", "after", "far")
 
 
@@ -50,11 +50,11 @@ class LeaseSteps:
 
     def lease_id(self: PoolMachine, data: st.DataObject) -> str:
         """Mostly a live lease; sometimes one that is gone, or one that never was (all 404)."""
-        group, index = data.draw(st.tuples(st.integers(0, 7), st.integers(0, 63)), label="lease")
-        live, gone = sorted(self.model.leases), self.model.gone
-        if live and group < 6:
+        group, index = data.draw(st.tuples(st.integers(0, 8), st.integers(0, 63)), label="lease")
+        live, gone = list(self.model.leases), self.model.gone
+        if live and group < 7:
             return live[index % len(live)]
-        if gone and group < 7:
+        if gone and group < 8:
             return gone[index % len(gone)]
         return UNKNOWN[index % len(UNKNOWN)]
 
@@ -104,6 +104,13 @@ class LeaseSteps:
         for lease_id in due:
             self.model.end_lease(lease_id)
         return due
+
+    def check_freed_in_file(self: PoolMachine, keys: list[Key]) -> None:
+        """The entries of leases that ran out while the daemon was down are free in the file as
+        soon as it has started (before it served anything)."""
+        rows = {row[:3]: row for row in read_file(self.served.database)[0]}
+        held = [rows[key] for key in keys if rows[key][3] or rows[key][6] is not None]
+        assert not held, f"leases that ran out while the daemon was down still hold {held}"
 
     # -- the steps -----------------------------------------------------------------------------
 
@@ -163,7 +170,7 @@ class LeaseSteps:
         self.expect(response, 200)
         self.check_lease(response.json(), lease_id)
 
-    @rule(data=st.data(), how=st.sampled_from(("no body", "{}", "ttl", "bad ttl")))
+    @rule(data=st.data(), how=st.sampled_from(("ttl", "no body", "ttl", "{}", "bad ttl")))
     def renew(self: PoolMachine, data: st.DataObject, how: str) -> None:
         lease_id = self.lease_id(data)
         body: Any = {"no body": None, "{}": {}}.get(how)
@@ -205,16 +212,48 @@ class LeaseSteps:
             assert (entry["in_use"], entry["container"], entry["lease"]) == (keep, None, None), self.where
         return None
 
-    @rule(when=st.sampled_from(WHEN))
+    @rule(data=st.data(), rebind=st.booleans())
+    def take_over(self: PoolMachine, data: st.DataObject, rebind: bool) -> None:
+        """A container created (or rebound) on entries leases hold, some free ones beside them:
+        it takes them over; a lease it took every entry of is gone, the others keep the rest."""
+        leased = sorted(k for k in self.model.holders if self.model.leased(k))
+        free = sorted(k for k in self.model.holders if self.model.available(k))
+        keys = [self.pick(data, [leased, leased, free], "entry") for _ in range(data.draw(st.integers(1, 3)))]
+        ports = [{"ip": ip, "port": port, "protocol": protocol} for ip, port, protocol in keys]
+        unused = [c for c in CONTAINERS if c not in self.model.containers]
+        if rebind and self.model.containers:
+            internal_id = self.container_id(data)
+            response, faults = self.send(
+                "POST", f"/containers/{internal_id}/rebind-network", {"ports": ports}
+            )
+            success = 200
+        elif unused:
+            internal_id = unused[0]
+            body = {"internal_id": internal_id, "image": "localhost/model:latest", "ports": ports}
+            response, faults = self.send("POST", "/containers", body)
+            success = 201
+        else:
+            return
+        event(f"take over ({'rebind' if success == 200 else 'create'}) {response.status_code}")
+        if internal_id not in self.model.containers and success == 200:
+            return self.expect(response, 404)
+        self.bind(internal_id, ports, response, faults, success)
+        return None
+
+    @rule(when=st.sampled_from(WHEN[1:]))
     def clock_moves(self: PoolMachine, when: str) -> None:
-        """The clock moves, then the sweeper's function runs: every lease due is freed."""
-        self.move_clock(when)
-        assert self.served.lightd is not None
-        expired = self.run(self.served.lightd.leases.expire_due())
-        due = self.expire_in_model()
-        # The ~1 s sweeper may have run in between (it reads the same clock): it took the rest.
-        assert set(expired) <= set(due), f"expired {expired}, only {due} were due at {self.served.clock.now}"
-        assert len(expired) == len(set(expired)), f"expired twice: {expired}"
+        """The clock moves to just before the next expiry, then to it, past it or past every
+        lease; after each move the sweeper's function runs and only the leases due are gone."""
+        for step in ("before", when):
+            self.move_clock(step)
+            assert self.served.lightd is not None
+            expired = self.run(self.served.lightd.leases.expire_due())
+            due = self.expire_in_model()
+            # The ~1 s sweeper may have run in between (it reads the same clock): it took the rest.
+            now = self.served.clock.now
+            assert set(expired) <= set(due), f"expired {expired}, only {due} were due at {now}"
+            assert len(expired) == len(set(expired)), f"expired twice: {expired}"
+            self.leases_agree()
 
     # -- after every step ----------------------------------------------------------------------
 
