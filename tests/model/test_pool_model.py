@@ -269,6 +269,7 @@ class PoolMachine(LeaseSteps, RuleBasedStateMachine):
         assert len(answer["not_found"]) == len(missing), self.where
         for entry in answer["skipped"]:
             lease_id = self.model.leased(key_of(entry))
+            event(f"bulk-delete skipped an entry held by {'a lease' if lease_id else 'a container'}")
             assert lease_id is None or entry["reason"] == f"held by lease {lease_id}", self.where
         for key in deleted:
             del self.model.holders[key]
@@ -645,7 +646,9 @@ class PoolMachine(LeaseSteps, RuleBasedStateMachine):
         self.run(self.served.stop())
         if down != "no time":
             self.move_clock(down)
+        due = self.model.due(self.served.clock.now)
         self.run(self.served.start())
+        self.check_freed_in_file([k for i in due for k in self.model.lease_keys(i)])
         self.expire_in_model()
         assert self.served.lightd is not None
         startup = self.served.lightd.startup
