@@ -43,8 +43,11 @@ def refuse_host_reservation(config: Path, prefix: list[str]) -> None:
 
 class ServedDaemon:
     def __init__(self, config: Path, port: int | None = None, log: Path | None = None,
-                 prefix: list[str] | None = None, tls: ssl.SSLContext | None = None) -> None:
-        """``tls``: the daemon serves HTTPS (api.tls in its config), verified with this context."""
+                 prefix: list[str] | None = None, tls: ssl.SSLContext | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        """``tls``: the daemon serves HTTPS (api.tls in its config), verified with this context;
+        ``env``: variables added to the process's environment (a bench runs older code so)."""
+        self.env = env or {}
         self.config = config
         self.port = port or free_port()
         self.verify: ssl.SSLContext | bool = tls if tls is not None else True
@@ -62,7 +65,7 @@ class ServedDaemon:
         started = time.perf_counter()
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         deadline = started + timeout
         while time.perf_counter() < deadline:
             if self.process.poll() is not None:
